@@ -1,0 +1,410 @@
+//! The store handle: connecting (and migrating), starting transactions, and the work done outside the
+//! router's transaction: the outbox relay's reads and marks, episode housekeeping, purging, audit
+//! verification and the admin API's queries.
+//!
+//! It holds a connection pool and is cheap to clone. It reads no clock: every time comes in as an argument.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use concordat_episode::{EPISODE_SYSTEM, EpisodeId};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::audit::{AuditRecord, AuditVerified};
+use crate::error::{Missing, StoreError, redact_url};
+use crate::model::{
+    Backend, CloseReason, DeliveryId, DeliveryMeta, DeliveryStatus, Episode, PendingDelivery, PurgeReport, Timeline,
+    TimelineEntry, micros,
+};
+use crate::tx::{Conn, Tx};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a SQLite writer waits for another to finish before giving up with a transient error.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long any caller waits for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The store. See the crate docs.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Connects to `sqlite://path` (the file and its directory are created when missing) or
+    /// `postgres://…`, and brings the schema up to date. Safe to call from several processes at once:
+    /// PostgreSQL migrations take an advisory lock, SQLite's a write lock.
+    ///
+    /// SQLite runs in WAL mode with foreign keys on, `synchronous = FULL` (a commit survives power loss,
+    /// which the router's ack relies on) and a 10 s busy timeout.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidUrl`], [`StoreError::CreateDir`], [`StoreError::Unreachable`] (exit code 3 in the
+    /// binary) or [`StoreError::Migration`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let url_redacted = redact_url(url);
+        let invalid = || StoreError::InvalidUrl { url_redacted: url_redacted.clone() };
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|_| invalid())?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .foreign_keys(true)
+                .synchronous(SqliteSynchronous::Full)
+                // Lets a purge give freed pages back to the file system (`PRAGMA incremental_vacuum`).
+                .auto_vacuum(SqliteAutoVacuum::Incremental)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT);
+            create_parent_dir(options.get_filename())?;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+                .map_err(|source| StoreError::Unreachable { url_redacted: url_redacted.clone(), source })?;
+            SQLITE_MIGRATIONS.run(&pool).await.map_err(StoreError::Migration)?;
+            Ok(Self { pool: Pool::Sqlite(pool) })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(|_| invalid())?;
+            let pool = PgPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+                .map_err(|source| StoreError::Unreachable { url_redacted: url_redacted.clone(), source })?;
+            POSTGRES_MIGRATIONS.run(&pool).await.map_err(StoreError::Migration)?;
+            Ok(Self { pool: Pool::Postgres(pool) })
+        } else {
+            Err(invalid())
+        }
+    }
+
+    /// The database in use.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so a
+    /// transaction that reads, then writes, cannot fail half-way on a lock upgrade.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] (transient when the pool or the lock timed out).
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(Tx::new(match &self.pool {
+            Pool::Sqlite(pool) => Conn::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Postgres(pool) => Conn::Postgres(pool.begin().await?),
+        }))
+    }
+
+    /// A read transaction: a consistent snapshot that does not hold SQLite's write lock.
+    async fn begin_read(&self) -> Result<Tx, StoreError> {
+        Ok(Tx::new(match &self.pool {
+            Pool::Sqlite(pool) => Conn::Sqlite(pool.begin().await?),
+            Pool::Postgres(pool) => Conn::Postgres(pool.begin().await?),
+        }))
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// Up to `limit` pending deliveries, oldest first, for the outbox relay. One relay per store is
+    /// assumed: two relays would publish the same rows (harmless to consumers that dedup on `message_id`,
+    /// but wasteful).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn pending_outbox(&self, limit: u32) -> Result<Vec<PendingDelivery>, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let pending = tx.pending_outbox(limit).await?;
+        tx.rollback().await?;
+        Ok(pending)
+    }
+
+    /// Marks deliveries that RabbitMQ confirmed as sent, each audited as `delivery_sent`, in one
+    /// transaction. Ids that are not pending (already sent, dead, unknown) are skipped; returns how many
+    /// were marked.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`]; nothing was marked.
+    pub async fn mark_sent(&self, ids: &[DeliveryId], at: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut marked = 0;
+        for id in ids {
+            marked += u64::from(tx.mark_sent_one(*id, at).await?);
+        }
+        tx.commit().await?;
+        Ok(marked)
+    }
+
+    /// Records a failed publish attempt with the broker's error (not message content; cut to 500
+    /// characters). After `max_attempts` attempts the delivery is dead (audited as `delivery_dead`) and the
+    /// relay no longer sees it. Returns the delivery's status afterwards; a delivery no longer pending is
+    /// left as it is.
+    ///
+    /// # Errors
+    /// [`Missing::Delivery`] for an unknown id, or [`StoreError::Database`].
+    pub async fn mark_failed(
+        &self,
+        id: DeliveryId,
+        error: &str,
+        max_attempts: u32,
+        at: DateTime<Utc>,
+    ) -> Result<DeliveryStatus, StoreError> {
+        let mut tx = self.begin().await?;
+        let status = tx.mark_failed(id, error, max_attempts, at).await?;
+        tx.commit().await?;
+        Ok(status)
+    }
+
+    /// Dead deliveries, oldest first, for the admin API.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn dead_deliveries(&self, limit: u32) -> Result<Vec<DeliveryMeta>, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let dead = tx.dead_deliveries(limit).await?;
+        tx.rollback().await?;
+        Ok(dead)
+    }
+
+    /// Puts a dead delivery back to pending with its attempts reset (audited as `delivery_retried`).
+    /// Returns false when it is not dead, or its body was purged.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn retry_delivery(&self, id: DeliveryId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let retried = tx.retry_dead(id, at).await?;
+        tx.commit().await?;
+        Ok(retried)
+    }
+
+    /// Walks the whole audit chain and checks every link.
+    ///
+    /// # Errors
+    /// [`StoreError::AuditBroken`] naming the first broken record and what is wrong with it (the CLI's exit
+    /// code 1), or [`StoreError::Database`].
+    pub async fn audit_verify(&self) -> Result<AuditVerified, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let verified = tx.audit_verify().await?;
+        tx.rollback().await?;
+        Ok(verified)
+    }
+
+    /// An episode by id.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn episode(&self, id: EpisodeId) -> Result<Option<Episode>, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let episode = tx.episode(id).await?;
+        tx.rollback().await?;
+        Ok(episode)
+    }
+
+    /// Episodes opened at or before `opened_before` whose originator has not yet received outcome
+    /// feedback, oldest first, open or closed.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn episodes_awaiting_feedback(&self, opened_before: DateTime<Utc>) -> Result<Vec<Episode>, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let episodes = tx.episodes_where("feedback_delivered_at IS NULL AND opened_at <= $1", opened_before).await?;
+        tx.rollback().await?;
+        Ok(episodes)
+    }
+
+    /// Episodes whose feedback deadline (`feedback_due_at`) is at or before `now` with no feedback
+    /// delivered yet, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn episodes_feedback_overdue(&self, now: DateTime<Utc>) -> Result<Vec<Episode>, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let episodes = tx.episodes_where("feedback_delivered_at IS NULL AND feedback_due_at <= $1", now).await?;
+        tx.rollback().await?;
+        Ok(episodes)
+    }
+
+    /// Closes every open episode with no event received since `quiet_since` (reason `quiet`, each audited),
+    /// in one transaction. Returns the ids closed.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`]; nothing was closed.
+    pub async fn close_quiet_episodes(
+        &self,
+        quiet_since: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<EpisodeId>, StoreError> {
+        let mut tx = self.begin().await?;
+        let ids = tx.quiet_episode_ids(quiet_since).await?;
+        for id in &ids {
+            tx.close_episode(*id, CloseReason::Quiet, at).await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Deletes personal data older than `before`, in one transaction, and audits what went (counts only):
+    ///
+    /// - canonical event payloads of events received before it (their metadata stay);
+    /// - sent outbox rows created before it (the chain keeps their ids and body digests);
+    /// - bodies of dead outbox rows created before it (they can no longer be retried);
+    /// - subject keys and correlation refs of episodes closed before it (the episode-id ref stays).
+    ///
+    /// Pending deliveries are never purged: they must still go out. Decisions and the audit chain hold no
+    /// personal data and are kept, so the chain still verifies. On SQLite the freed pages are then returned
+    /// to the file system.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`]; nothing was purged.
+    pub async fn purge_personal_data(
+        &self,
+        before: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<PurgeReport, StoreError> {
+        let closed = "SELECT id FROM episodes WHERE state = 'closed' AND closed_at < $1";
+        let mut tx = self.begin().await?;
+        let report = PurgeReport {
+            event_payloads: tx
+                .execute_counting(
+                    "DELETE FROM event_payloads WHERE event_id IN (SELECT event_id FROM events WHERE received_at < $1)",
+                    before,
+                )
+                .await?,
+            deliveries_deleted: tx
+                .execute_counting("DELETE FROM outbox WHERE status = 'sent' AND created_at < $1", before)
+                .await?,
+            dead_bodies_cleared: tx
+                .execute_counting(
+                    "UPDATE outbox SET body = NULL WHERE status = 'dead' AND created_at < $1 AND body IS NOT NULL",
+                    before,
+                )
+                .await?,
+            subject_keys: tx
+                .execute_counting(&format!("DELETE FROM subject_keys WHERE episode_id IN ({closed})"), before)
+                .await?,
+            refs: tx
+                .execute_counting(
+                    &format!(
+                        "DELETE FROM episode_refs WHERE system <> '{EPISODE_SYSTEM}' AND episode_id IN ({closed})"
+                    ),
+                    before,
+                )
+                .await?,
+        };
+        tx.append_audit(at, AuditRecord::PersonalDataPurged { before: micros(before), removed: report });
+        tx.commit().await?;
+        if let Pool::Sqlite(pool) = &self.pool {
+            sqlx::query("PRAGMA incremental_vacuum").execute(pool).await?;
+        }
+        Ok(report)
+    }
+
+    /// An episode's timeline for the admin API: members, events (metadata only), decisions and deliveries.
+    /// No personal data.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn episode_timeline(&self, id: EpisodeId) -> Result<Option<Timeline>, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let Some(episode) = tx.episode(id).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let members = tx.members(id).await?;
+        let mut entries = Vec::new();
+        for event in tx.episode_events(id).await? {
+            let decisions = tx.decisions(event.event_id).await?;
+            let deliveries = tx.event_deliveries(event.event_id).await?;
+            entries.push(TimelineEntry { event, decisions, deliveries });
+        }
+        tx.rollback().await?;
+        Ok(Some(Timeline { episode, members, entries }))
+    }
+
+    /// Like [`Store::episode`], but an error when the episode does not exist.
+    ///
+    /// # Errors
+    /// [`Missing::Episode`], or as [`Store::episode`].
+    pub async fn require_episode(&self, id: EpisodeId) -> Result<Episode, StoreError> {
+        self.episode(id).await?.ok_or(StoreError::NotFound(Missing::Episode(id)))
+    }
+}
+
+fn create_parent_dir(file: &Path) -> Result<(), StoreError> {
+    // An in-memory database has no file; `sqlite://data/concordat.db` needs `data/`.
+    if file.as_os_str().is_empty() || file.to_string_lossy().starts_with(":memory:") {
+        return Ok(());
+    }
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use concordat_episode::{EpisodeId, EventId};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::model::{DecisionId, NewEpisode, Relation, Verdict};
+
+    fn send<T: Send>(_: &T) {}
+
+    // The router and the relay run these futures in spawned tasks, so each must be `Send`. This only has to
+    // compile; it never polls anything.
+    #[allow(dead_code)]
+    async fn futures_are_send(store: Store, mut tx: Tx, new: NewEpisode, decision: crate::Decision) {
+        let now = Utc::now();
+        let id = EpisodeId(Uuid::nil());
+        send(&Store::connect("sqlite::memory:"));
+        send(&store.begin());
+        send(&store.pending_outbox(1));
+        send(&store.mark_sent(&[], now));
+        send(&store.mark_failed(DeliveryId(Uuid::nil()), "", 1, now));
+        send(&store.dead_deliveries(1));
+        send(&store.retry_delivery(DeliveryId(Uuid::nil()), now));
+        send(&store.audit_verify());
+        send(&store.episodes_awaiting_feedback(now));
+        send(&store.close_quiet_episodes(now, now));
+        send(&store.purge_personal_data(now, now));
+        send(&store.episode_timeline(id));
+        send(&tx.is_processed(EventId(Uuid::nil())));
+        send(&tx.find_episode_by_refs(&[]));
+        send(&tx.open_episode(&new));
+        send(&tx.members(id));
+        send(&tx.add_member(id, &new.originator, Relation::Originator, now));
+        send(&tx.insert_decision(&decision));
+        send(&tx.decisions(EventId(Uuid::nil())));
+        send(&tx.close_episode(id, CloseReason::Quiet, now));
+        send(&tx.mark_feedback_delivered(id, EventId(Uuid::nil()), now));
+        let _ = (DecisionId(Uuid::nil()), Verdict::Permit);
+        send(&tx.commit());
+    }
+}

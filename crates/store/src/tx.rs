@@ -1,0 +1,942 @@
+//! One store transaction: everything the router writes for one event, committed together or not at all.
+//!
+//! A [`Tx`] wraps a SQLite or PostgreSQL transaction and runs the same SQL on either (`$n` placeholders work
+//! on both). Dropping it without [`Tx::commit`] rolls it back, audit records included: they are buffered
+//! and appended to the chain in `commit`, just before the database commit, so the chain lock is held only
+//! for that moment.
+//!
+//! A [`StoreError::Conflict`] leaves the transaction usable on both databases: conflicting inserts use
+//! `ON CONFLICT DO NOTHING` and look at the row count, so PostgreSQL never aborts the transaction for them.
+//! After any other error, drop the transaction (PostgreSQL refuses further statements in it).
+//!
+//! This module is not a query builder: every statement is spelled out here.
+
+use chrono::{DateTime, Utc};
+use concordat_episode::{AgencyId, CrisisEvent, EPISODE_SYSTEM, EpisodeId, EventId, Identifier, Sha256Hex};
+use sha2::{Digest, Sha256};
+use sqlx::{Postgres, Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::audit::{AuditRecord, AuditRow, AuditVerified, ChainCheck, link_hash};
+use crate::error::{Conflict, Missing, StoreError};
+use crate::model::{
+    Backend, CloseReason, Decision, DeliveryMeta, Episode, EpisodeState, EventMeta, Member, NewDelivery, NewEpisode,
+    PendingDelivery, Relation, micros,
+};
+use crate::rows::{self, Cols};
+use crate::subject::SubjectKey;
+
+pub(crate) enum Conn {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Runs `$body` with `$c` bound to the concrete transaction, once per backend, so that one statement text and
+/// one set of binds serve both databases.
+macro_rules! on {
+    ($self:expr, |$c:ident| $body:expr) => {
+        match &mut $self.conn {
+            Conn::Sqlite($c) => $body,
+            Conn::Postgres($c) => $body,
+        }
+    };
+}
+
+/// A store transaction. See the module docs.
+pub struct Tx {
+    conn: Conn,
+    audit: Vec<(DateTime<Utc>, AuditRecord)>,
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").field("backend", &self.backend()).field("pending_audit", &self.audit.len()).finish()
+    }
+}
+
+/// What a commit appended to the audit chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The sequence number of the first audit record appended, if any was.
+    pub first_audit_seq: Option<u64>,
+    /// How many audit records were appended.
+    pub audit_records: u64,
+}
+
+fn json_list(items: &[String]) -> String {
+    serde_json::Value::from(items.to_vec()).to_string()
+}
+
+/// A PostgreSQL advisory-lock key for a correlation key: the first 8 bytes of its SHA-256.
+fn lock_key(parts: &[&[u8]]) -> i64 {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    let digest = hasher.finalize();
+    let mut bytes = [0_u8; 8];
+    for (slot, byte) in bytes.iter_mut().zip(digest.iter()) {
+        *slot = *byte;
+    }
+    i64::from_be_bytes(bytes)
+}
+
+impl Tx {
+    pub(crate) fn new(conn: Conn) -> Self {
+        Self { conn, audit: Vec::new() }
+    }
+
+    /// The database this transaction runs on.
+    pub fn backend(&self) -> Backend {
+        match self.conn {
+            Conn::Sqlite(_) => Backend::Sqlite,
+            Conn::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Serializes transactions that correlate on the same keys. On PostgreSQL this takes a transaction-scoped
+    /// advisory lock per key, in sorted order so that two transactions cannot deadlock on them; a second
+    /// router working on the same person then waits, and its lookup sees the first one's episode instead of
+    /// opening a duplicate. SQLite needs nothing: its write transactions already run one at a time.
+    async fn lock_keys(&mut self, mut keys: Vec<i64>) -> Result<(), StoreError> {
+        if let Conn::Postgres(c) = &mut self.conn {
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut **c).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the event already carries its dedup mark.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn is_processed(&mut self, event_id: EventId) -> Result<bool, StoreError> {
+        let sql = "SELECT COUNT(*) AS n FROM processed_events WHERE event_id = $1";
+        let n = on!(self, |c| sqlx::query(sql).bind(event_id.0).fetch_one(&mut **c).await?.int("n")?);
+        Ok(n > 0)
+    }
+
+    /// Writes the event's dedup mark, with the episode it went to (none when it joined no episode).
+    ///
+    /// # Errors
+    /// [`Conflict::AlreadyProcessed`] when another transaction marked it first; roll back and ack.
+    pub async fn mark_processed(
+        &mut self,
+        event_id: EventId,
+        episode: Option<EpisodeId>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let sql = "INSERT INTO processed_events (event_id, episode_id, processed_at) VALUES ($1, $2, $3) \
+                   ON CONFLICT DO NOTHING";
+        let episode = episode.map(|id| id.0);
+        let at = micros(at);
+        on!(self, |c| sqlx::query(sql)
+            .bind(event_id.0)
+            .bind(episode)
+            .bind(at)
+            .execute(&mut **c)
+            .await
+            .map(|done| done.rows_affected()))
+        .map_err(StoreError::from)
+        .and_then(|inserted| {
+            if inserted == 1 { Ok(()) } else { Err(StoreError::Conflict(Conflict::AlreadyProcessed(event_id))) }
+        })?;
+        Ok(())
+    }
+
+    /// The episodes that any of `refs` already belongs to, oldest first. More than one means the refs link
+    /// episodes that were opened apart: the router must resolve that conflict, the store never merges.
+    /// On PostgreSQL this first locks the refs (see the crate docs).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable episode row.
+    pub async fn find_episode_by_refs(&mut self, refs: &[Identifier]) -> Result<Vec<Episode>, StoreError> {
+        let keys = refs.iter().map(|r| lock_key(&[b"ref", r.system.as_str().as_bytes(), r.value.as_str().as_bytes()]));
+        self.lock_keys(keys.collect()).await?;
+        let sql = "SELECT episode_id FROM episode_refs WHERE system = $1 AND value = $2";
+        let mut ids = Vec::new();
+        for identifier in refs {
+            let (system, value) = (identifier.system.as_str(), identifier.value.as_str());
+            let found =
+                on!(self, |c| match sqlx::query(sql).bind(system).bind(value).fetch_optional(&mut **c).await? {
+                    Some(row) => Some(row.uuid("episode_id")?),
+                    None => None,
+                });
+            if let Some(id) = found.filter(|id| !ids.contains(id)) {
+                ids.push(id);
+            }
+        }
+        self.episodes_by_id(&ids).await
+    }
+
+    /// The open episodes of the subject with this key, oldest first (usually none or one). Closed episodes
+    /// never match: a new crisis after closure is a new episode. On PostgreSQL this first locks the key.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable episode row.
+    pub async fn find_open_episode_by_subject(&mut self, key: &SubjectKey) -> Result<Vec<Episode>, StoreError> {
+        self.lock_keys(vec![lock_key(&[b"subject", key.as_bytes()])]).await?;
+        let sql = "SELECT s.episode_id FROM subject_keys s JOIN episodes e ON e.id = s.episode_id \
+                   WHERE s.subject_key = $1 AND e.state = 'open'";
+        let bytes = key.as_bytes().to_vec();
+        let ids = on!(self, |c| {
+            let found = sqlx::query(sql).bind(bytes).fetch_all(&mut **c).await?;
+            found.iter().map(|row| row.uuid("episode_id")).collect::<Result<Vec<_>, _>>()?
+        });
+        self.episodes_by_id(&ids).await
+    }
+
+    async fn episodes_by_id(&mut self, ids: &[Uuid]) -> Result<Vec<Episode>, StoreError> {
+        let mut episodes = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(episode) = self.episode(EpisodeId(*id)).await? {
+                episodes.push(episode);
+            }
+        }
+        episodes.sort_by_key(|episode| (episode.opened_at, episode.id));
+        Ok(episodes)
+    }
+
+    /// Opens an episode: stores it, its own id as a ref (`urn:concordat:episode`), and its originator as a
+    /// member in the `originator` relation. Audited as `episode_opened`.
+    ///
+    /// # Errors
+    /// [`Conflict::EpisodeExists`] when the id is taken.
+    pub async fn open_episode(&mut self, new: &NewEpisode) -> Result<Episode, StoreError> {
+        let sql = "INSERT INTO episodes (id, state, originator, opened_by_event, opened_at, last_event_at, \
+                   feedback_due_at) VALUES ($1, 'open', $2, $3, $4, $4, $5) ON CONFLICT DO NOTHING";
+        let opened_at = micros(new.opened_at);
+        let due = new.feedback_due_at.map(micros);
+        on!(self, |c| sqlx::query(sql)
+            .bind(new.id.0)
+            .bind(new.originator.as_str())
+            .bind(new.opened_by.0)
+            .bind(opened_at)
+            .bind(due)
+            .execute(&mut **c)
+            .await
+            .map(|done| done.rows_affected()))
+        .map_err(StoreError::from)
+        .and_then(
+            |inserted| if inserted == 1 { Ok(()) } else { Err(StoreError::Conflict(Conflict::EpisodeExists(new.id))) },
+        )?;
+        self.audit.push((
+            opened_at,
+            AuditRecord::EpisodeOpened {
+                episode_id: new.id,
+                originator: new.originator.clone(),
+                event_id: new.opened_by,
+            },
+        ));
+        let own_ref = Identifier {
+            system: concordat_episode::NonEmptyString::new(EPISODE_SYSTEM)
+                .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "system" })?,
+            value: concordat_episode::NonEmptyString::new(new.id.to_string())
+                .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "value" })?,
+        };
+        self.add_refs(new.id, &[own_ref], opened_at).await?;
+        self.add_member(new.id, &new.originator, Relation::Originator, opened_at).await?;
+        Ok(Episode {
+            id: new.id,
+            state: EpisodeState::Open,
+            originator: new.originator.clone(),
+            opened_by: new.opened_by,
+            opened_at,
+            last_event_at: opened_at,
+            closed_at: None,
+            close_reason: None,
+            feedback_due_at: due,
+            feedback_delivered_at: None,
+        })
+    }
+
+    /// Points refs at an episode. A ref it already holds is left alone; returns how many were new.
+    ///
+    /// # Errors
+    /// [`Conflict::RefHeldByOtherEpisode`] when a ref belongs to another episode (the refs before it may
+    /// have been added: roll back, or resolve and go on).
+    pub async fn add_refs(
+        &mut self,
+        episode: EpisodeId,
+        refs: &[Identifier],
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let insert = "INSERT INTO episode_refs (system, value, episode_id, added_at) VALUES ($1, $2, $3, $4) \
+                      ON CONFLICT (system, value) DO NOTHING";
+        let owner = "SELECT episode_id FROM episode_refs WHERE system = $1 AND value = $2";
+        let at = micros(at);
+        let mut added = 0;
+        for identifier in refs {
+            let (system, value) = (identifier.system.as_str(), identifier.value.as_str());
+            let inserted = on!(self, |c| sqlx::query(insert)
+                .bind(system)
+                .bind(value)
+                .bind(episode.0)
+                .bind(at)
+                .execute(&mut **c)
+                .await?
+                .rows_affected());
+            if inserted == 1 {
+                added += 1;
+                continue;
+            }
+            let held_by = on!(self, |c| sqlx::query(owner)
+                .bind(system)
+                .bind(value)
+                .fetch_one(&mut **c)
+                .await?
+                .uuid("episode_id")?);
+            if held_by != episode.0 {
+                return Err(StoreError::Conflict(Conflict::RefHeldByOtherEpisode {
+                    system: system.to_owned(),
+                    held_by: EpisodeId(held_by),
+                }));
+            }
+        }
+        Ok(added)
+    }
+
+    /// Stores the subject key of the episode's person, so that later events with the same NHS number
+    /// correlate while the episode is open. Idempotent.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] (a foreign-key error when the episode does not exist).
+    pub async fn add_subject_key(
+        &mut self,
+        episode: EpisodeId,
+        key: &SubjectKey,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let sql = "INSERT INTO subject_keys (episode_id, subject_key, added_at) VALUES ($1, $2, $3) \
+                   ON CONFLICT (episode_id, subject_key) DO NOTHING";
+        let (bytes, at) = (key.as_bytes().to_vec(), micros(at));
+        on!(self, |c| sqlx::query(sql).bind(episode.0).bind(bytes).bind(at).execute(&mut **c).await?.rows_affected());
+        Ok(())
+    }
+
+    /// Adds an agency to an episode in a relation; returns false when it already held it. A new membership
+    /// is audited as `member_added`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] (a foreign-key error when the episode does not exist).
+    pub async fn add_member(
+        &mut self,
+        episode: EpisodeId,
+        agency: &AgencyId,
+        relation: Relation,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = "INSERT INTO episode_members (episode_id, agency, relation, first_seen_at) VALUES ($1, $2, $3, $4) \
+                   ON CONFLICT (episode_id, agency, relation) DO NOTHING";
+        let at = micros(at);
+        let added = on!(self, |c| sqlx::query(sql)
+            .bind(episode.0)
+            .bind(agency.as_str())
+            .bind(relation.as_str())
+            .bind(at)
+            .execute(&mut **c)
+            .await?
+            .rows_affected())
+            == 1;
+        if added {
+            self.audit.push((at, AuditRecord::MemberAdded { episode_id: episode, agency: agency.clone(), relation }));
+        }
+        Ok(added)
+    }
+
+    /// The episode's members, by agency id, each with all its relations.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn members(&mut self, episode: EpisodeId) -> Result<Vec<Member>, StoreError> {
+        let sql = "SELECT agency, relation, first_seen_at FROM episode_members WHERE episode_id = $1 \
+                   ORDER BY agency, first_seen_at";
+        let rows: Vec<(AgencyId, Relation, DateTime<Utc>)> = on!(self, |c| {
+            let found = sqlx::query(sql).bind(episode.0).fetch_all(&mut **c).await?;
+            let mut out = Vec::with_capacity(found.len());
+            for row in &found {
+                let relation = Relation::parse(&row.text("relation")?)
+                    .ok_or(StoreError::Corrupt { table: "episode_members", column: "relation" })?;
+                out.push((rows::agency(row, "episode_members", "agency")?, relation, row.time("first_seen_at")?));
+            }
+            out
+        });
+        let mut members: Vec<Member> = Vec::new();
+        for (agency, relation, seen) in rows {
+            match members.last_mut() {
+                Some(member) if member.agency == agency => {
+                    member.relations.push(relation);
+                    member.first_seen_at = member.first_seen_at.min(seen);
+                }
+                _ => members.push(Member { agency, relations: vec![relation], first_seen_at: seen }),
+            }
+        }
+        for member in &mut members {
+            member.relations.sort();
+        }
+        Ok(members)
+    }
+
+    /// An episode by id.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn episode(&mut self, id: EpisodeId) -> Result<Option<Episode>, StoreError> {
+        let sql = format!("SELECT {} FROM episodes WHERE id = $1", rows::EPISODE_COLUMNS);
+        on!(self, |c| match sqlx::query(&sql).bind(id.0).fetch_optional(&mut **c).await? {
+            Some(row) => rows::episode(&row).map(Some),
+            None => Ok(None),
+        })
+    }
+
+    /// Records a canonical event in an episode: its metadata, and its JSON as a purgeable payload. Moves the
+    /// episode's `last_event_at` forward to the event's `received_at`. Audited as `event_recorded`.
+    /// Memberships are the router's to add: the store does not derive relations.
+    ///
+    /// # Errors
+    /// [`Conflict::EventRecorded`] when the event is already recorded; a foreign-key error
+    /// ([`StoreError::Database`]) when the episode does not exist.
+    pub async fn record_event(&mut self, episode: EpisodeId, event: &CrisisEvent) -> Result<(), StoreError> {
+        let insert = "INSERT INTO events (event_id, episode_id, kind, source_agency, occurred_at, received_at, \
+                      payload_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
+        let payload = "INSERT INTO event_payloads (event_id, body) VALUES ($1, $2)";
+        let touch = "UPDATE episodes SET last_event_at = CASE WHEN last_event_at < $2 THEN $2 ELSE last_event_at END \
+                     WHERE id = $1";
+        let id = event.event_id;
+        let occurred_at = micros(event.occurred_at.to_utc());
+        let received_at = micros(event.provenance.received_at.to_utc());
+        let digest = event.provenance.payload_sha256.clone();
+        // Serializing the canonical types cannot fail (they hold only strings, numbers and maps with string
+        // keys); the error arm keeps this total.
+        let body = serde_json::to_string(event)
+            .map_err(|_| StoreError::Corrupt { table: "event_payloads", column: "body" })?;
+        on!(self, |c| sqlx::query(insert)
+            .bind(id.0)
+            .bind(episode.0)
+            .bind(event.kind.as_str())
+            .bind(event.source.agency.as_str())
+            .bind(occurred_at)
+            .bind(received_at)
+            .bind(digest.as_str())
+            .execute(&mut **c)
+            .await
+            .map(|done| done.rows_affected()))
+        .map_err(StoreError::from)
+        .and_then(
+            |inserted| if inserted == 1 { Ok(()) } else { Err(StoreError::Conflict(Conflict::EventRecorded(id))) },
+        )?;
+        on!(self, |c| sqlx::query(payload).bind(id.0).bind(body).execute(&mut **c).await?.rows_affected());
+        on!(self, |c| sqlx::query(touch).bind(episode.0).bind(received_at).execute(&mut **c).await?.rows_affected());
+        self.audit.push((
+            received_at,
+            AuditRecord::EventRecorded {
+                event_id: id,
+                episode_id: episode,
+                event_kind: event.kind,
+                source: event.source.agency.clone(),
+                payload_sha256: digest,
+            },
+        ));
+        Ok(())
+    }
+
+    /// A recorded event's metadata.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn event_meta(&mut self, event_id: EventId) -> Result<Option<EventMeta>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM events e LEFT JOIN event_payloads p ON p.event_id = e.event_id WHERE e.event_id = $1",
+            rows::EVENT_COLUMNS
+        );
+        on!(self, |c| match sqlx::query(&sql).bind(event_id.0).fetch_optional(&mut **c).await? {
+            Some(row) => rows::event_meta(&row).map(Some),
+            None => Ok(None),
+        })
+    }
+
+    /// A recorded event itself; `None` when it is unknown or its payload was purged.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] when the stored JSON is not a canonical event.
+    pub async fn event(&mut self, event_id: EventId) -> Result<Option<CrisisEvent>, StoreError> {
+        let sql = "SELECT body FROM event_payloads WHERE event_id = $1";
+        let body = on!(self, |c| match sqlx::query(sql).bind(event_id.0).fetch_optional(&mut **c).await? {
+            Some(row) => Some(row.text("body")?),
+            None => None,
+        });
+        body.map(|text| {
+            serde_json::from_str(&text).map_err(|_| StoreError::Corrupt { table: "event_payloads", column: "body" })
+        })
+        .transpose()
+    }
+
+    /// The episode's events in the order received.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn episode_events(&mut self, episode: EpisodeId) -> Result<Vec<EventMeta>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM events e LEFT JOIN event_payloads p ON p.event_id = e.event_id WHERE e.episode_id = $1 \
+             ORDER BY e.received_at, e.event_id",
+            rows::EVENT_COLUMNS
+        );
+        on!(self, |c| sqlx::query(&sql)
+            .bind(episode.0)
+            .fetch_all(&mut **c)
+            .await?
+            .iter()
+            .map(rows::event_meta)
+            .collect())
+    }
+
+    /// Stores a sharing decision. Audited as `decision` with everything but the time.
+    ///
+    /// # Errors
+    /// [`Conflict::DecisionExists`] when the event already has a decision for this recipient.
+    pub async fn insert_decision(&mut self, decision: &Decision) -> Result<(), StoreError> {
+        let sql = "INSERT INTO decisions (decision_id, event_id, episode_id, recipient, verdict, reason, \
+                   agreement_ids, purposes, lawful_bases, fields_shared, fields_withheld, policy_version, decided_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING";
+        let at = micros(decision.decided_at);
+        on!(self, |c| sqlx::query(sql)
+            .bind(decision.decision_id.0)
+            .bind(decision.event_id.0)
+            .bind(decision.episode_id.map(|id| id.0))
+            .bind(decision.recipient.as_str())
+            .bind(decision.verdict.as_str())
+            .bind(decision.reason.as_str())
+            .bind(json_list(&decision.agreement_ids))
+            .bind(json_list(&decision.purposes))
+            .bind(json_list(&decision.lawful_bases))
+            .bind(json_list(&decision.fields_shared))
+            .bind(json_list(&decision.fields_withheld))
+            .bind(decision.policy_version.as_str())
+            .bind(at)
+            .execute(&mut **c)
+            .await
+            .map(|done| done.rows_affected()))
+        .map_err(StoreError::from)
+        .and_then(|inserted| {
+            if inserted == 1 {
+                Ok(())
+            } else {
+                let recipient = decision.recipient.to_string();
+                Err(StoreError::Conflict(Conflict::DecisionExists { event_id: decision.event_id, recipient }))
+            }
+        })?;
+        self.audit.push((
+            at,
+            AuditRecord::Decision {
+                decision_id: decision.decision_id,
+                event_id: decision.event_id,
+                episode_id: decision.episode_id,
+                recipient: decision.recipient.clone(),
+                verdict: decision.verdict,
+                reason: decision.reason.clone(),
+                agreement_ids: decision.agreement_ids.clone(),
+                purposes: decision.purposes.clone(),
+                lawful_bases: decision.lawful_bases.clone(),
+                fields_shared: decision.fields_shared.clone(),
+                fields_withheld: decision.fields_withheld.clone(),
+                policy_version: decision.policy_version.clone(),
+            },
+        ));
+        Ok(())
+    }
+
+    /// The decisions about an event, by recipient.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn decisions(&mut self, event_id: EventId) -> Result<Vec<Decision>, StoreError> {
+        let sql = format!("SELECT {} FROM decisions WHERE event_id = $1 ORDER BY recipient", rows::DECISION_COLUMNS);
+        on!(self, |c| sqlx::query(&sql)
+            .bind(event_id.0)
+            .fetch_all(&mut **c)
+            .await?
+            .iter()
+            .map(rows::decision)
+            .collect())
+    }
+
+    /// Puts a rendered delivery in the outbox as pending. Audited as `delivery_enqueued` with the body's
+    /// SHA-256, not the body.
+    ///
+    /// # Errors
+    /// [`Conflict::DeliveryExists`] when the message id is already in the outbox.
+    pub async fn enqueue(&mut self, delivery: &NewDelivery) -> Result<(), StoreError> {
+        let sql = "INSERT INTO outbox (delivery_id, event_id, decision_id, recipient, exchange, routing_key, \
+                   content_type, headers, body, body_sha256, created_at, status, attempts) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', 0) ON CONFLICT DO NOTHING";
+        let at = micros(delivery.created_at);
+        let digest = Sha256Hex::digest(&delivery.body);
+        let headers = serde_json::to_string(&delivery.headers)
+            .map_err(|_| StoreError::Corrupt { table: "outbox", column: "headers" })?;
+        on!(self, |c| sqlx::query(sql)
+            .bind(delivery.delivery_id.0)
+            .bind(delivery.event_id.0)
+            .bind(delivery.decision_id.map(|id| id.0))
+            .bind(delivery.recipient.as_str())
+            .bind(delivery.exchange.as_str())
+            .bind(delivery.routing_key.as_str())
+            .bind(delivery.content_type.as_str())
+            .bind(headers)
+            .bind(delivery.body.as_slice())
+            .bind(digest.as_str())
+            .bind(at)
+            .execute(&mut **c)
+            .await
+            .map(|done| done.rows_affected()))
+        .map_err(StoreError::from)
+        .and_then(|inserted| {
+            if inserted == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(Conflict::DeliveryExists(delivery.delivery_id)))
+            }
+        })?;
+        self.audit.push((
+            at,
+            AuditRecord::DeliveryEnqueued {
+                delivery_id: delivery.delivery_id,
+                event_id: delivery.event_id,
+                decision_id: delivery.decision_id,
+                recipient: delivery.recipient.clone(),
+                exchange: delivery.exchange.clone(),
+                routing_key: delivery.routing_key.clone(),
+                body_sha256: digest,
+            },
+        ));
+        Ok(())
+    }
+
+    /// Queues an audit record of the router's own (the store already audits what it writes: episodes,
+    /// members, events, decisions, deliveries). It is appended to the chain at commit.
+    pub fn append_audit(&mut self, at: DateTime<Utc>, record: AuditRecord) {
+        self.audit.push((micros(at), record));
+    }
+
+    /// Closes an open episode; returns false when it was already closed. Audited as `episode_closed`.
+    ///
+    /// # Errors
+    /// [`Missing::Episode`] when there is no such episode.
+    pub async fn close_episode(
+        &mut self,
+        id: EpisodeId,
+        reason: CloseReason,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE episodes SET state = 'closed', closed_at = $2, close_reason = $3 \
+                   WHERE id = $1 AND state = 'open'";
+        let at = micros(at);
+        let closed = on!(self, |c| sqlx::query(sql)
+            .bind(id.0)
+            .bind(at)
+            .bind(reason.as_str())
+            .execute(&mut **c)
+            .await?
+            .rows_affected())
+            == 1;
+        if closed {
+            self.audit.push((at, AuditRecord::EpisodeClosed { episode_id: id, reason }));
+        } else if self.episode(id).await?.is_none() {
+            return Err(StoreError::NotFound(Missing::Episode(id)));
+        }
+        Ok(closed)
+    }
+
+    /// Sets or clears the time by which the originator should have outcome feedback.
+    ///
+    /// # Errors
+    /// [`Missing::Episode`] when there is no such episode.
+    pub async fn set_feedback_due(&mut self, id: EpisodeId, due: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+        let sql = "UPDATE episodes SET feedback_due_at = $2 WHERE id = $1";
+        let due = due.map(micros);
+        let updated = on!(self, |c| sqlx::query(sql).bind(id.0).bind(due).execute(&mut **c).await?.rows_affected());
+        if updated == 0 {
+            return Err(StoreError::NotFound(Missing::Episode(id)));
+        }
+        Ok(())
+    }
+
+    /// Notes that outcome feedback (`feedback_event`, a `feedback.outcome`) went to the originator. Only the
+    /// first time counts: returns false, and audits nothing, when it was already noted.
+    ///
+    /// # Errors
+    /// [`Missing::Episode`] when there is no such episode.
+    pub async fn mark_feedback_delivered(
+        &mut self,
+        id: EpisodeId,
+        feedback_event: EventId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE episodes SET feedback_delivered_at = $2 WHERE id = $1 AND feedback_delivered_at IS NULL";
+        let at = micros(at);
+        let first = on!(self, |c| sqlx::query(sql).bind(id.0).bind(at).execute(&mut **c).await?.rows_affected()) == 1;
+        let episode = self.episode(id).await?.ok_or(StoreError::NotFound(Missing::Episode(id)))?;
+        if first {
+            self.audit.push((
+                at,
+                AuditRecord::FeedbackDelivered {
+                    episode_id: id,
+                    originator: episode.originator,
+                    event_id: feedback_event,
+                },
+            ));
+        }
+        Ok(first)
+    }
+
+    /// Appends the buffered audit records to the chain, then commits everything.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`]; nothing was written.
+    pub async fn commit(mut self) -> Result<Committed, StoreError> {
+        let committed = self.flush_audit().await?;
+        match self.conn {
+            Conn::Sqlite(c) => c.commit().await?,
+            Conn::Postgres(c) => c.commit().await?,
+        }
+        Ok(committed)
+    }
+
+    /// Rolls back explicitly (dropping the `Tx` does the same).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the rollback itself failed; the database discards the transaction anyway.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self.conn {
+            Conn::Sqlite(c) => c.rollback().await?,
+            Conn::Postgres(c) => c.rollback().await?,
+        }
+        Ok(())
+    }
+
+    /// Appends the buffered records. Moving the chain head first takes its row lock, which serializes
+    /// appends across transactions on PostgreSQL until this one commits, so two transactions can never
+    /// link to the same predecessor; SQLite runs one writer at a time anyway.
+    async fn flush_audit(&mut self) -> Result<Committed, StoreError> {
+        let records = std::mem::take(&mut self.audit);
+        let Ok(n) = i64::try_from(records.len()) else {
+            return Err(StoreError::Corrupt { table: "audit_head", column: "seq" });
+        };
+        if n == 0 {
+            return Ok(Committed { first_audit_seq: None, audit_records: 0 });
+        }
+        let advance = "UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash";
+        let (last_seq, mut prev_hash) = on!(self, |c| {
+            let row = sqlx::query(advance).bind(n).fetch_one(&mut **c).await?;
+            (row.int("seq")?, row.text("hash")?)
+        });
+        let first =
+            u64::try_from(last_seq - n + 1).map_err(|_| StoreError::Corrupt { table: "audit_head", column: "seq" })?;
+        let insert = "INSERT INTO audit_log (seq, at, kind, record, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6)";
+        for (offset, (at, record)) in (0_u64..).zip(records) {
+            let seq = first + offset;
+            let json = record.canonical_json();
+            let hash = link_hash(&prev_hash, seq, at, &json);
+            let seq_i64 = i64::try_from(seq).map_err(|_| StoreError::Corrupt { table: "audit_log", column: "seq" })?;
+            on!(self, |c| sqlx::query(insert)
+                .bind(seq_i64)
+                .bind(at)
+                .bind(record.kind())
+                .bind(json.as_str())
+                .bind(prev_hash.as_str())
+                .bind(hash.as_str())
+                .execute(&mut **c)
+                .await?
+                .rows_affected());
+            prev_hash = hash;
+        }
+        let head = "UPDATE audit_head SET hash = $1 WHERE id = 1";
+        on!(self, |c| sqlx::query(head).bind(prev_hash.as_str()).execute(&mut **c).await?.rows_affected());
+        Ok(Committed { first_audit_seq: Some(first), audit_records: records_len(n) })
+    }
+
+    // ----- Used by `Store` for work outside the router's transaction. -----
+
+    pub(crate) async fn pending_outbox(&mut self, limit: u32) -> Result<Vec<PendingDelivery>, StoreError> {
+        let sql =
+            format!("SELECT {} FROM outbox WHERE status = 'pending' ORDER BY position LIMIT $1", rows::PENDING_COLUMNS);
+        on!(self, |c| sqlx::query(&sql)
+            .bind(i64::from(limit))
+            .fetch_all(&mut **c)
+            .await?
+            .iter()
+            .map(rows::pending_delivery)
+            .collect())
+    }
+
+    pub(crate) async fn event_deliveries(&mut self, event_id: EventId) -> Result<Vec<DeliveryMeta>, StoreError> {
+        let sql = format!("SELECT {} FROM outbox WHERE event_id = $1 ORDER BY position", rows::DELIVERY_META_COLUMNS);
+        on!(self, |c| sqlx::query(&sql)
+            .bind(event_id.0)
+            .fetch_all(&mut **c)
+            .await?
+            .iter()
+            .map(rows::delivery_meta)
+            .collect())
+    }
+
+    pub(crate) async fn dead_deliveries(&mut self, limit: u32) -> Result<Vec<DeliveryMeta>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM outbox WHERE status = 'dead' ORDER BY position LIMIT $1",
+            rows::DELIVERY_META_COLUMNS
+        );
+        on!(self, |c| sqlx::query(&sql)
+            .bind(i64::from(limit))
+            .fetch_all(&mut **c)
+            .await?
+            .iter()
+            .map(rows::delivery_meta)
+            .collect())
+    }
+
+    pub(crate) async fn execute_counting(&mut self, sql: &str, at: DateTime<Utc>) -> Result<u64, StoreError> {
+        let at = micros(at);
+        Ok(on!(self, |c| sqlx::query(sql).bind(at).execute(&mut **c).await?.rows_affected()))
+    }
+
+    pub(crate) async fn quiet_episode_ids(&mut self, quiet_since: DateTime<Utc>) -> Result<Vec<EpisodeId>, StoreError> {
+        let sql = "SELECT id FROM episodes WHERE state = 'open' AND last_event_at < $1 ORDER BY last_event_at, id";
+        let since = micros(quiet_since);
+        on!(self, |c| sqlx::query(sql)
+            .bind(since)
+            .fetch_all(&mut **c)
+            .await?
+            .iter()
+            .map(|row| Ok(EpisodeId(row.uuid("id")?)))
+            .collect())
+    }
+
+    pub(crate) async fn episodes_where(
+        &mut self,
+        condition: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Episode>, StoreError> {
+        let sql = format!("SELECT {} FROM episodes WHERE {condition} ORDER BY opened_at, id", rows::EPISODE_COLUMNS);
+        let at = micros(at);
+        on!(self, |c| sqlx::query(&sql).bind(at).fetch_all(&mut **c).await?.iter().map(rows::episode).collect())
+    }
+
+    pub(crate) async fn mark_sent_one(
+        &mut self,
+        id: crate::model::DeliveryId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE outbox SET status = 'sent', sent_at = $2 WHERE delivery_id = $1 AND status = 'pending'";
+        let at = micros(at);
+        let sent = on!(self, |c| sqlx::query(sql).bind(id.0).bind(at).execute(&mut **c).await?.rows_affected()) == 1;
+        if sent {
+            self.audit.push((at, AuditRecord::DeliverySent { delivery_id: id }));
+        }
+        Ok(sent)
+    }
+
+    pub(crate) async fn mark_failed(
+        &mut self,
+        id: crate::model::DeliveryId,
+        error: &str,
+        max_attempts: u32,
+        at: DateTime<Utc>,
+    ) -> Result<crate::model::DeliveryStatus, StoreError> {
+        use crate::model::DeliveryStatus;
+        let sql = "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
+                   status = CASE WHEN attempts + 1 >= $3 THEN 'dead' ELSE status END \
+                   WHERE delivery_id = $1 AND status = 'pending' RETURNING status, attempts";
+        let error: String = error.chars().take(500).collect();
+        let updated = on!(self, |c| match sqlx::query(sql)
+            .bind(id.0)
+            .bind(error)
+            .bind(i64::from(max_attempts))
+            .fetch_optional(&mut **c)
+            .await?
+        {
+            Some(row) => Some((row.text("status")?, row.int("attempts")?)),
+            None => None,
+        });
+        let Some((status, attempts)) = updated else {
+            let status = "SELECT status FROM outbox WHERE delivery_id = $1";
+            let current = on!(self, |c| match sqlx::query(status).bind(id.0).fetch_optional(&mut **c).await? {
+                Some(row) => Some(row.text("status")?),
+                None => None,
+            });
+            let current = current.ok_or(StoreError::NotFound(Missing::Delivery(id)))?;
+            return DeliveryStatus::parse(&current).ok_or(StoreError::Corrupt { table: "outbox", column: "status" });
+        };
+        let status = DeliveryStatus::parse(&status).ok_or(StoreError::Corrupt { table: "outbox", column: "status" })?;
+        if status == DeliveryStatus::Dead {
+            let attempts = rows::count(attempts, "outbox", "attempts")?;
+            self.audit.push((micros(at), AuditRecord::DeliveryDead { delivery_id: id, attempts }));
+        }
+        Ok(status)
+    }
+
+    pub(crate) async fn retry_dead(
+        &mut self,
+        id: crate::model::DeliveryId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE outbox SET status = 'pending', attempts = 0 \
+                   WHERE delivery_id = $1 AND status = 'dead' AND body IS NOT NULL";
+        let retried = on!(self, |c| sqlx::query(sql).bind(id.0).execute(&mut **c).await?.rows_affected()) == 1;
+        if retried {
+            self.audit.push((micros(at), AuditRecord::DeliveryRetried { delivery_id: id }));
+        }
+        Ok(retried)
+    }
+
+    pub(crate) async fn audit_head(&mut self) -> Result<(u64, String), StoreError> {
+        let sql = "SELECT seq, hash FROM audit_head WHERE id = 1";
+        let (seq, hash) = on!(self, |c| {
+            let row = sqlx::query(sql).fetch_one(&mut **c).await?;
+            (row.int("seq")?, row.text("hash")?)
+        });
+        let seq = u64::try_from(seq).map_err(|_| StoreError::Corrupt { table: "audit_head", column: "seq" })?;
+        Ok((seq, hash))
+    }
+
+    /// Walks the chain up to the head read first, a page at a time so memory stays flat on a long chain.
+    pub(crate) async fn audit_verify(&mut self) -> Result<AuditVerified, StoreError> {
+        const PAGE: i64 = 1000;
+        let (head_seq, head_hash) = self.audit_head().await?;
+        let head = i64::try_from(head_seq).map_err(|_| StoreError::Corrupt { table: "audit_head", column: "seq" })?;
+        let sql = "SELECT seq, at, kind, record, prev_hash, hash FROM audit_log WHERE seq > $1 AND seq <= $2 \
+                   ORDER BY seq LIMIT $3";
+        let mut check = ChainCheck::new();
+        let mut after = 0_i64;
+        loop {
+            let page: Vec<AuditRow> = on!(self, |c| {
+                let found = sqlx::query(sql).bind(after).bind(head).bind(PAGE).fetch_all(&mut **c).await?;
+                let mut out = Vec::with_capacity(found.len());
+                for row in &found {
+                    out.push(AuditRow {
+                        seq: u64::try_from(row.int("seq")?)
+                            .map_err(|_| StoreError::Corrupt { table: "audit_log", column: "seq" })?,
+                        at: row.time("at")?,
+                        kind: row.text("kind")?,
+                        record: row.text("record")?,
+                        prev_hash: row.text("prev_hash")?,
+                        hash: row.text("hash")?,
+                    });
+                }
+                out
+            });
+            let Some(last) = page.last() else { break };
+            after = i64::try_from(last.seq).unwrap_or(i64::MAX);
+            for row in &page {
+                check.next(row).map_err(|(seq, reason)| StoreError::AuditBroken { seq, reason })?;
+            }
+        }
+        check.finish(head_seq, &head_hash).map_err(|(seq, reason)| StoreError::AuditBroken { seq, reason })
+    }
+}
+
+fn records_len(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}

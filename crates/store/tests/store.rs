@@ -1,0 +1,693 @@
+//! The store's behaviour, each test run on SQLite and on PostgreSQL with the same body.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use concordat_episode::{AgencyId, CrisisEvent, EpisodeId, EventId, NhsNumber, police_incident_system};
+use concordat_store::{
+    AuditBreak, CloseReason, Conflict, Decision, DecisionId, DeliveryId, DeliveryStatus, EpisodeState, NewDelivery,
+    NewEpisode, Relation, StoreError, SubjectKeyer, Tx, Verdict,
+};
+use uuid::Uuid;
+
+use common::{Spec, TestDb, at, event, ident};
+
+on_both_backends!(
+    migrations_are_idempotent,
+    dedup_mark_is_written_once,
+    refs_correlate_and_conflicts_list_every_episode,
+    subject_keys_match_open_episodes_only,
+    a_dropped_transaction_leaves_nothing,
+    outbox_keeps_creation_order_and_marks,
+    audit_chain_verifies_and_names_an_edited_record,
+    audit_chain_names_a_deleted_record,
+    concurrent_appends_never_fork_the_chain,
+    concurrent_routers_open_one_episode_per_person,
+    purge_removes_personal_data_and_keeps_the_chain,
+    purging_keeps_the_store_bounded,
+    episodes_close_when_quiet_and_feedback_is_tracked,
+    timeline_tells_the_story_without_personal_data,
+    correlation_fixtures,
+);
+
+fn agency(id: &str) -> AgencyId {
+    AgencyId::new(id).unwrap()
+}
+
+fn keyer() -> SubjectKeyer {
+    SubjectKeyer::new(b"northvale-test-subject-key-secret").unwrap()
+}
+
+fn s136(record_ref: &str, incident: &str, nhs_number: Option<&str>, minute: i64) -> CrisisEvent {
+    let system = police_incident_system(&agency("northvale-police"));
+    event(Spec {
+        agency: "northvale-police",
+        agency_kind: "police",
+        kind: "police.s136_detention",
+        record_ref,
+        nhs_number,
+        refs: &[(system.as_str(), incident)],
+        received_minute: minute,
+    })
+}
+
+fn arrival(record_ref: &str, nhs_number: Option<&str>, minute: i64) -> CrisisEvent {
+    event(Spec {
+        agency: "northvale-mh",
+        agency_kind: "nhs",
+        kind: "nhs.place_of_safety_arrival",
+        record_ref,
+        nhs_number,
+        refs: &[],
+        received_minute: minute,
+    })
+}
+
+/// What the router does with one event, reduced to the store calls: dedup, correlate (refs, then the
+/// subject key of an open episode, else open one), record, mark processed.
+async fn route(tx: &mut Tx, event: &CrisisEvent) -> anyhow::Result<EpisodeId> {
+    assert!(!tx.is_processed(event.event_id).await?);
+    let at = event.provenance.received_at.to_utc();
+    let key = event.subject.nhs_number.as_ref().map(|number| keyer().key(number));
+    let mut found = tx.find_episode_by_refs(&event.episode.refs).await?;
+    if found.is_empty()
+        && let Some(key) = &key
+    {
+        found = tx.find_open_episode_by_subject(key).await?;
+    }
+    let episode = match found.first() {
+        Some(episode) => episode.id,
+        None => {
+            let id = EpisodeId(Uuid::new_v5(&Uuid::NAMESPACE_OID, event.event_id.0.as_bytes()));
+            let new = NewEpisode {
+                id,
+                originator: event.source.agency.clone(),
+                opened_by: event.event_id,
+                opened_at: at,
+                feedback_due_at: Some(at + chrono::Duration::hours(72)),
+            };
+            tx.open_episode(&new).await?.id
+        }
+    };
+    tx.add_refs(episode, &event.episode.refs, at).await?;
+    if let Some(key) = &key {
+        tx.add_subject_key(episode, key, at).await?;
+    }
+    tx.add_member(episode, &event.source.agency, Relation::Contributor, at).await?;
+    tx.record_event(episode, event).await?;
+    tx.mark_processed(event.event_id, Some(episode), at).await?;
+    Ok(episode)
+}
+
+fn decision(event: &CrisisEvent, episode: EpisodeId, recipient: &str, verdict: Verdict) -> Decision {
+    Decision {
+        decision_id: DecisionId(Uuid::new_v5(&event.event_id.0, recipient.as_bytes())),
+        event_id: event.event_id,
+        episode_id: Some(episode),
+        recipient: agency(recipient),
+        verdict,
+        reason: "agreement nv-s136-handover permits".to_owned(),
+        agreement_ids: vec!["nv-s136-handover".to_owned()],
+        purposes: vec!["direct_care".to_owned()],
+        lawful_bases: vec!["uk_gdpr_6_1_e".to_owned(), "uk_gdpr_9_2_h".to_owned()],
+        fields_shared: vec!["/kind".to_owned(), "/risk/level".to_owned()],
+        fields_withheld: vec!["/details/notes".to_owned()],
+        policy_version: "sha256:0f0e".to_owned(),
+        decided_at: event.provenance.received_at.to_utc(),
+    }
+}
+
+fn delivery(event: &CrisisEvent, recipient: &str, minute: i64) -> NewDelivery {
+    NewDelivery {
+        delivery_id: DeliveryId(Uuid::new_v5(&event.event_id.0, format!("deliver:{recipient}").as_bytes())),
+        event_id: event.event_id,
+        decision_id: Some(DecisionId(Uuid::new_v5(&event.event_id.0, recipient.as_bytes()))),
+        recipient: agency(recipient),
+        exchange: "concordat.deliver".to_owned(),
+        routing_key: recipient.to_owned(),
+        content_type: "application/json".to_owned(),
+        headers: BTreeMap::from([("concordat-kind".to_owned(), event.kind.to_string())]),
+        body: format!("{{\"person\":\"Alex Testperson\",\"for\":\"{recipient}\"}}").into_bytes(),
+        created_at: at(minute),
+    }
+}
+
+/// Routes one event with a decision and a delivery for `recipient`, in one committed transaction.
+async fn route_and_deliver(db: &TestDb, event: &CrisisEvent, recipient: &str) -> anyhow::Result<EpisodeId> {
+    let mut tx = db.store.begin().await?;
+    let episode = route(&mut tx, event).await?;
+    tx.insert_decision(&decision(event, episode, recipient, Verdict::Permit)).await?;
+    let minute = (event.provenance.received_at.to_utc() - at(0)).num_minutes();
+    tx.enqueue(&delivery(event, recipient, minute)).await?;
+    tx.commit().await?;
+    Ok(episode)
+}
+
+async fn migrations_are_idempotent(db: TestDb) -> anyhow::Result<()> {
+    let again = concordat_store::Store::connect(&db.url).await?;
+    let third = concordat_store::Store::connect(&db.url).await?;
+    assert_eq!(again.audit_verify().await?.records, 0);
+    again.close().await;
+    third.close().await;
+    let tables = match db.store.backend() {
+        concordat_store::Backend::Sqlite => {
+            db.count("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_head'").await?
+        }
+        concordat_store::Backend::Postgres => {
+            db.count("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'audit_head'").await?
+        }
+    };
+    assert_eq!(tables, 1);
+    assert_eq!(db.count("SELECT CAST(COUNT(*) AS BIGINT) FROM audit_head").await?, 1);
+    Ok(())
+}
+
+async fn dedup_mark_is_written_once(db: TestDb) -> anyhow::Result<()> {
+    let event = s136("NVP-1#s136", "NVP-20260301-0457", None, 1);
+    let mut tx = db.store.begin().await?;
+    route(&mut tx, &event).await?;
+    tx.commit().await?;
+
+    let mut tx = db.store.begin().await?;
+    assert!(tx.is_processed(event.event_id).await?);
+    let again = tx.mark_processed(event.event_id, None, at(2)).await;
+    assert!(matches!(again, Err(StoreError::Conflict(Conflict::AlreadyProcessed(id))) if id == event.event_id));
+    drop(tx);
+
+    let mut tx = db.store.begin().await?;
+    let other = EventId(Uuid::from_u128(7));
+    assert!(!tx.is_processed(other).await?);
+    // An event that joins no episode still gets its mark, so a redelivery is recognised.
+    tx.mark_processed(other, None, at(3)).await?;
+    tx.commit().await?;
+    let mut tx = db.store.begin().await?;
+    assert!(tx.is_processed(other).await?);
+    Ok(())
+}
+
+async fn refs_correlate_and_conflicts_list_every_episode(db: TestDb) -> anyhow::Result<()> {
+    let first = s136("NVP-1#s136", "NVP-20260301-0457", None, 1);
+    let second = s136("NVP-2#s136", "NVP-20260301-0999", None, 2);
+    let mut tx = db.store.begin().await?;
+    let a = route(&mut tx, &first).await?;
+    let b = route(&mut tx, &second).await?;
+    tx.commit().await?;
+    assert_ne!(a, b);
+
+    let police = police_incident_system(&agency("northvale-police"));
+    let mut tx = db.store.begin().await?;
+    let ids = |found: Vec<concordat_store::Episode>| found.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(tx.find_episode_by_refs(&[ident(&police, "NVP-20260301-0457")]).await?), [a]);
+    assert_eq!(ids(tx.find_episode_by_refs(&[ident("urn:concordat:episode", &b.to_string())]).await?), [b]);
+    assert_eq!(ids(tx.find_episode_by_refs(&[ident(&police, "NVP-unknown")]).await?), Vec::<EpisodeId>::new());
+    // Refs pointing at two episodes: both come back, oldest first, for the router to resolve.
+    let both = [ident(&police, "NVP-20260301-0999"), ident(&police, "NVP-20260301-0457"), ident(&police, "NVP-x")];
+    assert_eq!(ids(tx.find_episode_by_refs(&both).await?), [a, b]);
+
+    assert_eq!(tx.add_refs(a, &[ident(&police, "NVP-20260301-0457")], at(3)).await?, 0);
+    let taken = tx.add_refs(b, &[ident(&police, "NVP-20260301-0457")], at(3)).await;
+    match taken {
+        Err(StoreError::Conflict(Conflict::RefHeldByOtherEpisode { system, held_by })) => {
+            assert_eq!((system.as_str(), held_by), (police.as_str(), a));
+        }
+        other => panic!("expected a ref conflict, got {other:?}"),
+    }
+    let message = tx.add_refs(b, &[ident(&police, "NVP-20260301-0457")], at(3)).await.unwrap_err().to_string();
+    assert!(!message.contains("NVP-20260301-0457"), "a ref value leaked into an error: {message}");
+    Ok(())
+}
+
+async fn subject_keys_match_open_episodes_only(db: TestDb) -> anyhow::Result<()> {
+    let detained = s136("NVP-1#s136", "NVP-20260301-0457", Some("9990000018"), 1);
+    let mut tx = db.store.begin().await?;
+    let episode = route(&mut tx, &detained).await?;
+    tx.commit().await?;
+
+    // The trust's arrival event carries no police ref, only the NHS number: it joins by subject key.
+    let arrived = arrival("AS-77", Some("9990000018"), 30);
+    let mut tx = db.store.begin().await?;
+    assert_eq!(route(&mut tx, &arrived).await?, episode);
+    let stranger = keyer().key(&NhsNumber::new("9991111115")?);
+    assert!(tx.find_open_episode_by_subject(&stranger).await?.is_empty());
+    assert!(tx.close_episode(episode, CloseReason::Concluded, at(600)).await?);
+    assert!(!tx.close_episode(episode, CloseReason::Concluded, at(601)).await?);
+    tx.commit().await?;
+
+    let mut tx = db.store.begin().await?;
+    let same_person = keyer().key(&NhsNumber::new("9990000018")?);
+    assert!(tx.find_open_episode_by_subject(&same_person).await?.is_empty(), "a closed episode matched");
+    // A new crisis for the same person opens a new episode.
+    let later = arrival("AS-91", Some("9990000018"), 2000);
+    let new_episode = route(&mut tx, &later).await?;
+    assert_ne!(new_episode, episode);
+    assert_eq!(tx.find_open_episode_by_subject(&same_person).await?.len(), 1);
+    let members = tx.members(episode).await?;
+    let summary: Vec<_> = members.iter().map(|m| (m.agency.as_str(), m.relations.clone())).collect();
+    assert_eq!(
+        summary,
+        [
+            ("northvale-mh", vec![Relation::Contributor]),
+            ("northvale-police", vec![Relation::Originator, Relation::Contributor]),
+        ]
+    );
+    Ok(())
+}
+
+async fn a_dropped_transaction_leaves_nothing(db: TestDb) -> anyhow::Result<()> {
+    let event = s136("NVP-1#s136", "NVP-20260301-0457", Some("9990000018"), 1);
+    let episode;
+    {
+        let mut tx = db.store.begin().await?;
+        episode = route(&mut tx, &event).await?;
+        tx.insert_decision(&decision(&event, episode, "northvale-mh", Verdict::Permit)).await?;
+        tx.enqueue(&delivery(&event, "northvale-mh", 1)).await?;
+        tx.append_audit(at(1), concordat_store::AuditRecord::DeliverySent { delivery_id: DeliveryId(Uuid::nil()) });
+        // Dropped here without commit.
+    }
+    let mut tx = db.store.begin().await?;
+    assert!(!tx.is_processed(event.event_id).await?);
+    assert_eq!(tx.episode(episode).await?, None);
+    assert!(tx.event_meta(event.event_id).await?.is_none());
+    assert!(tx.decisions(event.event_id).await?.is_empty());
+    tx.rollback().await?;
+    assert!(db.store.pending_outbox(10).await?.is_empty());
+    assert_eq!(db.store.audit_verify().await?.records, 0);
+    for table in ["episodes", "episode_refs", "episode_members", "subject_keys", "events", "event_payloads", "outbox"] {
+        assert_eq!(db.count(&format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {table}")).await?, 0, "{table}");
+    }
+    Ok(())
+}
+
+async fn outbox_keeps_creation_order_and_marks(db: TestDb) -> anyhow::Result<()> {
+    let event = s136("NVP-1#s136", "NVP-20260301-0457", None, 1);
+    let mut tx = db.store.begin().await?;
+    let episode = route(&mut tx, &event).await?;
+    let recipients = ["northvale-mh", "northvale-ambulance", "northvale-acute", "safe-haven"];
+    for recipient in recipients {
+        tx.insert_decision(&decision(&event, episode, recipient, Verdict::Permit)).await?;
+        // The same creation time for all: the order must come from insertion, not the clock.
+        tx.enqueue(&delivery(&event, recipient, 1)).await?;
+    }
+    let duplicate = tx.enqueue(&delivery(&event, "northvale-mh", 1)).await;
+    assert!(matches!(duplicate, Err(StoreError::Conflict(Conflict::DeliveryExists(_)))));
+    tx.commit().await?;
+
+    let order = |pending: Vec<concordat_store::PendingDelivery>| {
+        pending.into_iter().map(|d| d.recipient.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(order(db.store.pending_outbox(10).await?), recipients);
+    assert_eq!(order(db.store.pending_outbox(2).await?), recipients[..2]);
+    let first = db.store.pending_outbox(1).await?.remove(0);
+    assert_eq!(first.body, delivery(&event, "northvale-mh", 1).body);
+    assert_eq!(first.headers.get("concordat-kind").map(String::as_str), Some("police.s136_detention"));
+
+    let id = |recipient: &str| delivery(&event, recipient, 1).delivery_id;
+    assert_eq!(db.store.mark_sent(&[id("northvale-ambulance"), id("northvale-acute")], at(5)).await?, 2);
+    assert_eq!(db.store.mark_sent(&[id("northvale-ambulance")], at(6)).await?, 0, "marked twice");
+    assert_eq!(order(db.store.pending_outbox(10).await?), ["northvale-mh", "safe-haven"]);
+
+    assert_eq!(db.store.mark_failed(id("safe-haven"), "channel closed", 2, at(7)).await?, DeliveryStatus::Pending);
+    assert_eq!(db.store.pending_outbox(10).await?[1].attempts, 1);
+    assert_eq!(db.store.mark_failed(id("safe-haven"), "channel closed", 2, at(8)).await?, DeliveryStatus::Dead);
+    assert_eq!(order(db.store.pending_outbox(10).await?), ["northvale-mh"]);
+    let dead = db.store.dead_deliveries(10).await?;
+    assert_eq!((dead.len(), dead[0].attempts, dead[0].last_error.as_deref()), (1, 2, Some("channel closed")));
+    assert!(db.store.retry_delivery(id("safe-haven"), at(9)).await?);
+    assert_eq!(order(db.store.pending_outbox(10).await?), ["northvale-mh", "safe-haven"]);
+    let unknown = db.store.mark_failed(DeliveryId(Uuid::nil()), "x", 2, at(9)).await;
+    assert!(matches!(unknown, Err(StoreError::NotFound(_))));
+    assert!(db.store.audit_verify().await?.records > 0);
+    Ok(())
+}
+
+/// Routes a small scenario in several transactions and returns how many audit records it made.
+async fn scenario(db: &TestDb) -> anyhow::Result<u64> {
+    let detained = s136("NVP-1#s136", "NVP-20260301-0457", Some("9990000018"), 1);
+    let arrived = arrival("AS-77", Some("9990000018"), 30);
+    route_and_deliver(db, &detained, "northvale-mh").await?;
+    route_and_deliver(db, &arrived, "northvale-police").await?;
+    let pending: Vec<_> = db.store.pending_outbox(10).await?.into_iter().map(|d| d.delivery_id).collect();
+    db.store.mark_sent(&pending, at(40)).await?;
+    Ok(db.store.audit_verify().await?.records)
+}
+
+async fn audit_chain_verifies_and_names_an_edited_record(db: TestDb) -> anyhow::Result<()> {
+    let records = scenario(&db).await?;
+    assert!(records >= 10, "{records}");
+    let update = "UPDATE audit_log SET record = 'x' WHERE seq = 1";
+    assert!(db.raw(update).await.is_err(), "the append-only trigger let an update through");
+
+    db.allow_audit_tampering().await?;
+    // Change who a decision was about, as someone covering a disclosure would.
+    let seq = db.count("SELECT CAST(MIN(seq) AS BIGINT) FROM audit_log WHERE kind = 'decision'").await?;
+    db.raw(&format!(
+        "UPDATE audit_log SET record = REPLACE(record, 'northvale-mh', 'northvale-acute') WHERE seq = {seq}"
+    ))
+    .await?;
+    match db.store.audit_verify().await {
+        Err(StoreError::AuditBroken { seq: broken, reason: AuditBreak::HashMismatch }) => {
+            assert_eq!(broken, u64::try_from(seq)?);
+        }
+        other => panic!("expected a hash mismatch at {seq}, got {other:?}"),
+    }
+    Ok(())
+}
+
+async fn audit_chain_names_a_deleted_record(db: TestDb) -> anyhow::Result<()> {
+    let records = scenario(&db).await?;
+    db.allow_audit_tampering().await?;
+    db.raw("DELETE FROM audit_log WHERE seq = 4").await?;
+    match db.store.audit_verify().await {
+        Err(StoreError::AuditBroken { seq: 5, reason: AuditBreak::Gap { expected: 4 } }) => {}
+        other => panic!("expected a gap before seq 5, got {other:?}"),
+    }
+    db.raw(&format!("DELETE FROM audit_log WHERE seq = {records}")).await?;
+    // The gap is still the first break reported.
+    assert!(matches!(db.store.audit_verify().await, Err(StoreError::AuditBroken { seq: 5, .. })));
+
+    // Removing records from the end alone is caught by the chain head.
+    let db2 = db.clone();
+    db2.raw("DELETE FROM audit_log WHERE seq >= 4").await?;
+    match db2.store.audit_verify().await {
+        Err(StoreError::AuditBroken { seq: 4, reason: AuditBreak::Truncated { head_seq } }) => {
+            assert_eq!(head_seq, records);
+        }
+        other => panic!("expected truncation at 4, got {other:?}"),
+    }
+    Ok(())
+}
+
+async fn concurrent_appends_never_fork_the_chain(db: TestDb) -> anyhow::Result<()> {
+    const TASKS: usize = 6;
+    const EVENTS: usize = 8;
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let store = db.store.clone();
+        handles.push(tokio::spawn(async move {
+            for n in 0..EVENTS {
+                let record_ref = format!("NVP-{task}-{n}#s136");
+                let incident = format!("NVP-20260301-{task}{n:03}");
+                let event = s136(&record_ref, &incident, None, i64::try_from(task * 100 + n).unwrap());
+                loop {
+                    let mut tx = store.begin().await?;
+                    let routed = route(&mut tx, &event).await;
+                    let committed = match routed {
+                        Ok(_) => tx.commit().await.map(|_| ()).map_err(anyhow::Error::from),
+                        Err(error) => Err(error),
+                    };
+                    match committed {
+                        Ok(()) => break,
+                        // A busy database or a deadlock victim is retried, as the router does.
+                        Err(error) if error.downcast_ref::<StoreError>().is_some_and(StoreError::is_transient) => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for handle in handles {
+        handle.await??;
+    }
+    let verified = db.store.audit_verify().await?;
+    // Each routed event writes four records: episode opened, originator, contributor, event recorded.
+    assert_eq!(verified.records, u64::try_from(TASKS * EVENTS * 4)?);
+    assert_eq!(
+        db.count("SELECT CAST(COUNT(DISTINCT prev_hash) AS BIGINT) FROM audit_log").await?,
+        i64::try_from(TASKS * EVENTS * 4)?
+    );
+    Ok(())
+}
+
+async fn concurrent_routers_open_one_episode_per_person(db: TestDb) -> anyhow::Result<()> {
+    // Four agencies' events about one person, no shared refs, routed at once: the subject-key lock must make
+    // three of them join the episode the first one opened.
+    const SOURCES: [(&str, &str, &str); 4] = [
+        ("northvale-police", "police", "police.concern_for_welfare"),
+        ("northvale-mh", "nhs", "nhs.referral"),
+        ("northvale-ambulance", "ambulance", "nhs.referral"),
+        ("safe-haven", "vcs", "vcs.referral"),
+    ];
+    let mut handles = Vec::new();
+    for (n, (agency, agency_kind, kind)) in SOURCES.into_iter().enumerate() {
+        let store = db.store.clone();
+        handles.push(tokio::spawn(async move {
+            let record_ref = format!("{agency}-{n}");
+            let minute = i64::try_from(n)?;
+            let spec = Spec {
+                agency,
+                agency_kind,
+                kind,
+                record_ref: &record_ref,
+                nhs_number: Some("9991111115"),
+                refs: &[],
+                received_minute: minute,
+            };
+            let event = event(spec);
+            loop {
+                let mut tx = store.begin().await?;
+                let routed = match route(&mut tx, &event).await {
+                    Ok(episode) => tx.commit().await.map(|_| episode).map_err(anyhow::Error::from),
+                    Err(error) => Err(error),
+                };
+                match routed {
+                    Ok(episode) => return anyhow::Ok(episode),
+                    Err(error) if error.downcast_ref::<StoreError>().is_some_and(StoreError::is_transient) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }));
+    }
+    let mut episodes = Vec::new();
+    for handle in handles {
+        episodes.push(handle.await??);
+    }
+    episodes.dedup();
+    assert_eq!(episodes.len(), 1, "one person, one episode: {episodes:?}");
+    assert_eq!(db.count("SELECT CAST(COUNT(*) AS BIGINT) FROM episodes").await?, 1);
+    assert_eq!(db.count("SELECT CAST(COUNT(*) AS BIGINT) FROM events").await?, 4);
+    db.store.audit_verify().await?;
+    Ok(())
+}
+
+async fn payload_bytes(db: &TestDb) -> anyhow::Result<i64> {
+    let events = db.count("SELECT CAST(COALESCE(SUM(LENGTH(body)), 0) AS BIGINT) FROM event_payloads").await?;
+    let bodies = db.count("SELECT CAST(COALESCE(SUM(LENGTH(body)), 0) AS BIGINT) FROM outbox").await?;
+    Ok(events + bodies)
+}
+
+async fn personal_rows(db: &TestDb) -> anyhow::Result<i64> {
+    let mut total = 0;
+    for sql in [
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM event_payloads",
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM outbox WHERE body IS NOT NULL",
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM subject_keys",
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM episode_refs WHERE system <> 'urn:concordat:episode'",
+    ] {
+        total += db.count(sql).await?;
+    }
+    Ok(total)
+}
+
+async fn purge_removes_personal_data_and_keeps_the_chain(db: TestDb) -> anyhow::Result<()> {
+    scenario(&db).await?;
+    let closed = db.store.close_quiet_episodes(at(40), at(45)).await?;
+    assert_eq!(closed.len(), 1);
+    let open = s136("NVP-3#s136", "NVP-20260301-0777", Some("9434765919"), 70);
+    let open_episode = route_and_deliver(&db, &open, "northvale-mh").await?;
+    assert!(payload_bytes(&db).await? > 0);
+
+    let report = db.store.purge_personal_data(at(60), at(2000)).await?;
+    assert_eq!(report.event_payloads, 2);
+    assert_eq!(report.deliveries_deleted, 2);
+    assert_eq!(report.subject_keys, 1);
+    assert_eq!(report.refs, 1);
+    db.store.audit_verify().await?;
+
+    // The open episode's data are younger than the cut-off: all still there, its pending delivery too.
+    let mut tx = db.store.begin().await?;
+    assert_eq!(tx.event(open.event_id).await?.as_ref(), Some(&open));
+    let key = keyer().key(&NhsNumber::new("9434765919")?);
+    assert_eq!(tx.find_open_episode_by_subject(&key).await?.len(), 1);
+    let detained = s136("NVP-1#s136", "NVP-20260301-0457", Some("9990000018"), 1);
+    let meta = tx.event_meta(detained.event_id).await?.expect("metadata stay");
+    assert!(meta.payload_purged);
+    assert_eq!(tx.event(detained.event_id).await?, None);
+    assert!(tx.episode(closed[0]).await?.is_some());
+    tx.rollback().await?;
+    assert_eq!(db.store.pending_outbox(10).await?.len(), 1);
+    assert_ne!(open_episode, closed[0]);
+
+    // Everything goes once the cut-off passes the open episode too, pending deliveries excepted.
+    let pending: Vec<_> = db.store.pending_outbox(10).await?.into_iter().map(|d| d.delivery_id).collect();
+    db.store.mark_sent(&pending, at(80)).await?;
+    db.store.close_quiet_episodes(at(3000), at(3000)).await?;
+    db.store.purge_personal_data(at(4000), at(4000)).await?;
+    assert_eq!(personal_rows(&db).await?, 0);
+    assert_eq!(payload_bytes(&db).await?, 0);
+    db.store.audit_verify().await?;
+    Ok(())
+}
+
+async fn purging_keeps_the_store_bounded(db: TestDb) -> anyhow::Result<()> {
+    let mut after_purge = Vec::new();
+    for round in 0..3_i64 {
+        for n in 0..5_i64 {
+            let minute = round * 1000 + n;
+            let record_ref = format!("NVP-{round}-{n}#s136");
+            let event = s136(&record_ref, &format!("NVP-{round}-{n}"), Some("9990000018"), minute);
+            route_and_deliver(&db, &event, "northvale-mh").await?;
+        }
+        assert!(payload_bytes(&db).await? > 0);
+        let pending: Vec<_> = db.store.pending_outbox(100).await?.into_iter().map(|d| d.delivery_id).collect();
+        db.store.mark_sent(&pending, at(round * 1000 + 10)).await?;
+        db.store.close_quiet_episodes(at(round * 1000 + 500), at(round * 1000 + 500)).await?;
+        db.store.purge_personal_data(at(round * 1000 + 600), at(round * 1000 + 600)).await?;
+        let outbox = db.count("SELECT CAST(COUNT(*) AS BIGINT) FROM outbox").await?;
+        after_purge.push((personal_rows(&db).await?, payload_bytes(&db).await?, outbox));
+    }
+    assert_eq!(after_purge, [(0, 0, 0); 3]);
+    db.store.audit_verify().await?;
+    Ok(())
+}
+
+async fn episodes_close_when_quiet_and_feedback_is_tracked(db: TestDb) -> anyhow::Result<()> {
+    let first = s136("NVP-1#s136", "NVP-1", None, 1);
+    let second = s136("NVP-2#s136", "NVP-2", None, 100);
+    let mut tx = db.store.begin().await?;
+    let a = route(&mut tx, &first).await?;
+    let b = route(&mut tx, &second).await?;
+    tx.commit().await?;
+
+    let awaiting: Vec<_> = db.store.episodes_awaiting_feedback(at(50)).await?.into_iter().map(|e| e.id).collect();
+    assert_eq!(awaiting, [a]);
+    assert_eq!(db.store.episodes_feedback_overdue(at(1 + 72 * 60)).await?.len(), 1);
+
+    let mut tx = db.store.begin().await?;
+    let feedback = EventId(Uuid::from_u128(42));
+    assert!(tx.mark_feedback_delivered(a, feedback, at(120)).await?);
+    assert!(!tx.mark_feedback_delivered(a, feedback, at(130)).await?, "only the first feedback counts");
+    tx.set_feedback_due(b, None).await?;
+    tx.commit().await?;
+    assert_eq!(db.store.episode(a).await?.and_then(|e| e.feedback_delivered_at), Some(at(120)));
+    assert!(db.store.episodes_awaiting_feedback(at(50)).await?.is_empty());
+    assert!(db.store.episodes_feedback_overdue(at(100_000)).await?.is_empty());
+
+    assert_eq!(db.store.close_quiet_episodes(at(50), at(200)).await?, [a]);
+    assert_eq!(db.store.close_quiet_episodes(at(50), at(201)).await?, Vec::<EpisodeId>::new());
+    let closed = db.store.require_episode(a).await?;
+    assert_eq!(
+        (closed.state, closed.close_reason, closed.closed_at),
+        (EpisodeState::Closed, Some(CloseReason::Quiet), Some(at(200)))
+    );
+    assert_eq!(db.store.episode(b).await?.map(|e| e.state), Some(EpisodeState::Open));
+    let missing = EpisodeId(Uuid::nil());
+    let mut tx = db.store.begin().await?;
+    assert!(matches!(
+        tx.close_episode(missing, CloseReason::Administrative, at(1)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    Ok(())
+}
+
+async fn timeline_tells_the_story_without_personal_data(db: TestDb) -> anyhow::Result<()> {
+    scenario(&db).await?;
+    let detained = s136("NVP-1#s136", "NVP-20260301-0457", Some("9990000018"), 1);
+    let mut tx = db.store.begin().await?;
+    let episode = tx.find_episode_by_refs(&detained.episode.refs).await?.remove(0);
+    tx.rollback().await?;
+    let timeline = db.store.episode_timeline(episode.id).await?.expect("timeline");
+    assert_eq!(timeline.episode.originator.as_str(), "northvale-police");
+    let kinds: Vec<_> = timeline.entries.iter().map(|entry| entry.event.kind.as_str()).collect();
+    assert_eq!(kinds, ["police.s136_detention", "nhs.place_of_safety_arrival"]);
+    let first = &timeline.entries[0];
+    assert_eq!(first.decisions, [decision(&detained, episode.id, "northvale-mh", Verdict::Permit)]);
+    assert_eq!(first.deliveries.len(), 1);
+    assert_eq!(first.deliveries[0].status, DeliveryStatus::Sent);
+    assert_eq!(first.deliveries[0].sent_at, Some(at(40)));
+    let debug = format!("{timeline:?}");
+    for personal in ["Testperson", "9990000018", "Fictional note"] {
+        assert!(!debug.contains(personal), "{personal} in the timeline");
+    }
+    assert_eq!(db.store.episode_timeline(EpisodeId(Uuid::nil())).await?, None);
+    // Nor in the audit log.
+    let leaks = db
+        .count(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM audit_log WHERE record LIKE '%Testperson%' \
+             OR record LIKE '%9990000018%' OR record LIKE '%Fictional%'",
+        )
+        .await?;
+    assert_eq!(leaks, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn unreachable_databases_are_reported_without_passwords() {
+    let error = concordat_store::Store::connect("postgres://postgres:hunter2@127.0.0.1:1/postgres").await.unwrap_err();
+    assert!(matches!(error, StoreError::Unreachable { .. }), "{error:?}");
+    assert!(error.is_transient());
+    let message = error.to_string();
+    assert!(message.contains("postgres://postgres:***@127.0.0.1:1/postgres"), "{message}");
+    assert!(!message.contains("hunter2"));
+    let error = concordat_store::Store::connect("mysql://root:pw@127.0.0.1/x").await.unwrap_err();
+    assert!(matches!(error, StoreError::InvalidUrl { .. }), "{error:?}");
+    assert!(!error.to_string().contains("pw@"));
+}
+
+/// Runs every scenario in `tests/fixtures/correlation/` through [`check_correlation`].
+async fn correlation_fixtures(db: TestDb) -> anyhow::Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/correlation");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?.map(|entry| entry.map(|e| e.path())).collect::<Result<_, _>>()?;
+    files.sort();
+    assert!(files.len() >= 3, "fixtures missing in {}", dir.display());
+    for file in files {
+        let case: serde_json::Value = serde_json::from_slice(&std::fs::read(&file)?)?;
+        // The cases share one store; they use distinct NHS numbers and refs so that they cannot correlate
+        // with each other.
+        check_correlation(&db, &case).await.map_err(|error| error.context(file.display().to_string()))?;
+    }
+    Ok(())
+}
+
+/// Routes each step of a scenario and checks that events share an episode exactly when their `expect`
+/// labels are equal. A step with `close_quiet_since` closes quiet episodes instead.
+async fn check_correlation(db: &TestDb, case: &serde_json::Value) -> anyhow::Result<()> {
+    let mut labels: BTreeMap<String, EpisodeId> = BTreeMap::new();
+    let steps = case["steps"].as_array().ok_or_else(|| anyhow::anyhow!("no steps"))?;
+    for (index, step) in steps.iter().enumerate() {
+        if let Some(since) = step["close_quiet_since"].as_i64() {
+            let now = step["at"].as_i64().unwrap_or(since);
+            db.store.close_quiet_episodes(at(since), at(now)).await?;
+            continue;
+        }
+        let text = |key: &str| step[key].as_str().ok_or_else(|| anyhow::anyhow!("step {index}: `{key}` missing"));
+        let refs: Vec<(String, String)> = serde_json::from_value(step["refs"].clone())?;
+        let refs: Vec<(&str, &str)> = refs.iter().map(|(system, value)| (system.as_str(), value.as_str())).collect();
+        let event = event(Spec {
+            agency: text("agency")?,
+            agency_kind: text("agency_kind")?,
+            kind: text("kind")?,
+            record_ref: text("record_ref")?,
+            nhs_number: step["nhs_number"].as_str(),
+            refs: &refs,
+            received_minute: step["minute"].as_i64().unwrap_or_default(),
+        });
+        let mut tx = db.store.begin().await?;
+        let episode = route(&mut tx, &event).await?;
+        tx.commit().await?;
+        let label = text("expect")?.to_owned();
+        match labels.get(&label) {
+            Some(expected) => anyhow::ensure!(*expected == episode, "step {index}: expected episode {label}"),
+            None => anyhow::ensure!(
+                !labels.values().any(|other| *other == episode),
+                "step {index}: expected a new episode {label}, joined an earlier one"
+            ),
+        }
+        labels.insert(label, episode);
+    }
+    db.store.audit_verify().await?;
+    Ok(())
+}
