@@ -42,6 +42,17 @@ pub enum AuditRecord {
         /// The digest of the native payload it came from.
         payload_sha256: Sha256Hex,
     },
+    /// An event that belongs to no episode yet was held for its subject (pre-crisis context).
+    EventHeld {
+        /// The event.
+        event_id: EventId,
+        /// Its kind.
+        event_kind: EventKind,
+        /// Its source agency.
+        source: AgencyId,
+        /// The digest of the native payload it came from.
+        payload_sha256: Sha256Hex,
+    },
     /// An episode was opened.
     EpisodeOpened {
         /// The episode.
@@ -151,6 +162,7 @@ impl AuditRecord {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::EventRecorded { .. } => "event_recorded",
+            Self::EventHeld { .. } => "event_held",
             Self::EpisodeOpened { .. } => "episode_opened",
             Self::MemberAdded { .. } => "member_added",
             Self::EpisodeClosed { .. } => "episode_closed",

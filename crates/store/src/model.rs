@@ -397,6 +397,8 @@ pub struct Timeline {
 pub struct PurgeReport {
     /// Canonical event payloads deleted.
     pub event_payloads: u64,
+    /// Unattached (pre-crisis) events deleted, payload and all.
+    pub unattached_events: u64,
     /// Sent outbox rows deleted (the audit chain keeps their ids and body hashes).
     pub deliveries_deleted: u64,
     /// Bodies of dead outbox rows cleared (such a row can no longer be retried).

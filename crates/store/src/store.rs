@@ -293,6 +293,9 @@ impl Store {
                     before,
                 )
                 .await?,
+            unattached_events: tx
+                .execute_counting("DELETE FROM unattached_events WHERE received_at < $1", before)
+                .await?,
             deliveries_deleted: tx
                 .execute_counting("DELETE FROM outbox WHERE status = 'sent' AND created_at < $1", before)
                 .await?,

@@ -444,6 +444,64 @@ impl Tx {
         Ok(())
     }
 
+    /// Keeps an event that belongs to no episode yet (a crisis plan, a risk flag, a VCS contact before any
+    /// crisis) under its subject's key, so that an episode opened later for the same person can offer it as
+    /// pre-crisis context. Idempotent. Audited as `event_held`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn hold_unattached(&mut self, key: &SubjectKey, event: &CrisisEvent) -> Result<(), StoreError> {
+        let sql = "INSERT INTO unattached_events (event_id, subject_key, kind, source_agency, received_at, body) \
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING";
+        let received_at = micros(event.provenance.received_at.to_utc());
+        let body = serde_json::to_string(event)
+            .map_err(|_| StoreError::Corrupt { table: "unattached_events", column: "body" })?;
+        let inserted = on!(self, |c| sqlx::query(sql)
+            .bind(event.event_id.0)
+            .bind(key.as_bytes().to_vec())
+            .bind(event.kind.as_str())
+            .bind(event.source.agency.as_str())
+            .bind(received_at)
+            .bind(body)
+            .execute(&mut **c)
+            .await?
+            .rows_affected());
+        if inserted == 1 {
+            self.audit.push((
+                received_at,
+                AuditRecord::EventHeld {
+                    event_id: event.event_id,
+                    event_kind: event.kind,
+                    source: event.source.agency.clone(),
+                    payload_sha256: event.provenance.payload_sha256.clone(),
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// The unattached events held for a subject, oldest first (those not yet purged).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] when a stored body is not a canonical event.
+    pub async fn unattached_for_subject(&mut self, key: &SubjectKey) -> Result<Vec<CrisisEvent>, StoreError> {
+        let sql = "SELECT body FROM unattached_events WHERE subject_key = $1 ORDER BY received_at, event_id";
+        let bodies: Vec<String> = on!(self, |c| sqlx::query(sql)
+            .bind(key.as_bytes().to_vec())
+            .fetch_all(&mut **c)
+            .await?
+            .iter()
+            .map(|row| row.text("body"))
+            .collect::<Result<_, sqlx::Error>>()?);
+        bodies
+            .iter()
+            .map(|body| {
+                serde_json::from_str(body)
+                    .map_err(|_| StoreError::Corrupt { table: "unattached_events", column: "body" })
+            })
+            .collect()
+    }
+
     /// A recorded event's metadata.
     ///
     /// # Errors

@@ -31,6 +31,7 @@ on_both_backends!(
     episodes_close_when_quiet_and_feedback_is_tracked,
     timeline_tells_the_story_without_personal_data,
     correlation_fixtures,
+    unattached_events_are_held_by_subject_and_purged,
 );
 
 fn agency(id: &str) -> AgencyId {
@@ -485,6 +486,7 @@ async fn personal_rows(db: &TestDb) -> anyhow::Result<i64> {
         "SELECT CAST(COUNT(*) AS BIGINT) FROM event_payloads",
         "SELECT CAST(COUNT(*) AS BIGINT) FROM outbox WHERE body IS NOT NULL",
         "SELECT CAST(COUNT(*) AS BIGINT) FROM subject_keys",
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM unattached_events",
         "SELECT CAST(COUNT(*) AS BIGINT) FROM episode_refs WHERE system <> 'urn:concordat:episode'",
     ] {
         total += db.count(sql).await?;
@@ -688,6 +690,50 @@ async fn check_correlation(db: &TestDb, case: &serde_json::Value) -> anyhow::Res
         }
         labels.insert(label, episode);
     }
+    db.store.audit_verify().await?;
+    Ok(())
+}
+
+async fn unattached_events_are_held_by_subject_and_purged(db: TestDb) -> anyhow::Result<()> {
+    let plan = event(Spec {
+        agency: "northvale-mh",
+        agency_kind: "nhs",
+        kind: "nhs.crisis_plan",
+        record_ref: "CarePlan/cp-1",
+        nhs_number: Some("9990000018"),
+        refs: &[],
+        received_minute: 1,
+    });
+    let other = event(Spec {
+        agency: "northvale-mh",
+        agency_kind: "nhs",
+        kind: "nhs.risk_flag",
+        record_ref: "Flag/f-1",
+        nhs_number: Some("9991111115"),
+        refs: &[],
+        received_minute: 2,
+    });
+    let keyer = keyer();
+    let key = keyer.key(&NhsNumber::new("9990000018")?);
+    let mut tx = db.store.begin().await?;
+    tx.hold_unattached(&key, &plan).await?;
+    // Holding the same event again (a redelivery) changes nothing.
+    tx.hold_unattached(&key, &plan).await?;
+    tx.hold_unattached(&keyer.key(&NhsNumber::new("9991111115")?), &other).await?;
+    tx.commit().await?;
+
+    let mut tx = db.store.begin().await?;
+    let held = tx.unattached_for_subject(&key).await?;
+    drop(tx);
+    assert_eq!(held, vec![plan.clone()], "only this person's events, exactly as sent");
+    let verified = db.store.audit_verify().await?;
+    assert_eq!(verified.records, 2, "one event_held record per event held");
+
+    let report = db.store.purge_personal_data(at(60), at(61)).await?;
+    assert_eq!(report.unattached_events, 2);
+    let mut tx = db.store.begin().await?;
+    assert!(tx.unattached_for_subject(&key).await?.is_empty());
+    drop(tx);
     db.store.audit_verify().await?;
     Ok(())
 }
