@@ -51,11 +51,13 @@ pub fn ingest(payload: &[u8], cx: &IngestContext, config: &VcsConfig) -> Result<
     ingest::ingest(payload, cx, config)
 }
 
-/// Renders the view of an event that a voluntary-sector recipient may see as a `vcs-notification.v1` JSON
-/// message (`application/json`), deterministic for a given view and context.
+/// Renders the view of an event that a recipient may see as a `vcs-notification.v1` JSON message
+/// (`application/json`), deterministic for a given view and context. VCS services receive this format, and so
+/// by default do local authorities; which agencies do is the deployment's choice, not checked here.
 ///
 /// # Errors
-/// [`RenderError::Unrenderable`] when the recipient is not a voluntary-sector agency.
+/// [`RenderError::Unrenderable`] only if the notification cannot be serialized (a bug, reported rather than
+/// delivered).
 pub fn render(view: &CrisisEvent, cx: &RenderContext) -> Result<Rendered, RenderError> {
     render::render(view, cx)
 }

@@ -100,9 +100,8 @@ struct Person {
 }
 
 pub(crate) fn render(view: &CrisisEvent, cx: &RenderContext) -> Result<Rendered, RenderError> {
-    if cx.recipient_kind != AgencyKind::Vcs {
-        return Err(unrenderable(format!("the recipient is of kind {}, not vcs", cx.recipient_kind)));
-    }
+    // Which agencies receive this simple format is the deployment's choice (VCS services by default, local
+    // authorities too), so the recipient's kind is not checked here.
     let details = &view.details;
     let outcome = details.disposition.map(|disposition| outcome_words(disposition, details.referral.as_ref()));
     let own_system = mapping::contact_system(&cx.recipient);

@@ -145,7 +145,7 @@ fn render_fixtures() {
 }
 
 #[test]
-fn render_refuses_other_kinds_of_recipient() {
+fn render_serves_a_local_authority_that_receives_the_simple_format() {
     let payload = fs::read(&examples("valid")[0]).unwrap();
     let events = concordat_vcs::ingest(
         &payload,
@@ -153,7 +153,11 @@ fn render_refuses_other_kinds_of_recipient() {
         &VcsConfig::default(),
     )
     .unwrap();
-    let cx = RenderContext { recipient_kind: AgencyKind::Nhs, ..common::render_context("northvale-mh") };
-    let error = concordat_vcs::render(&events[0], &cx).unwrap_err();
-    assert_eq!(error.to_string(), "cannot render vcs-notification.v1: the recipient is of kind nhs, not vcs");
+    // The council's safeguarding team gets this format by default (its kind has no format of its own).
+    let cx =
+        RenderContext { recipient_kind: AgencyKind::LocalAuthority, ..common::render_context("northvale-council") };
+    let rendered = concordat_vcs::render(&events[0], &cx).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&rendered.body).unwrap();
+    assert_eq!(body["format"], "vcs-notification.v1", "{body}");
+    assert_eq!(body["event_id"], events[0].event_id.to_string());
 }
