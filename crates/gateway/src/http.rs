@@ -1,0 +1,250 @@
+//! HTTP ingest: `POST /v1/agencies/{agency}/events` (DESIGN.md §6) and the layers around it.
+//!
+//! A request is checked in this order, each step answering with its own status:
+//! 1. the bearer token (401): missing, malformed, or no agency's;
+//! 2. the path (403, 404): a token is only good for its own agency's path. An unknown agency is reported
+//!    only to an authenticated caller, so nobody learns from the gateway which agencies exist without a
+//!    token; and an unknown agency can have no valid token, so 401 is the truthful answer before that;
+//! 3. the body size (413), then the media type (415), then the adapter (400, 422);
+//! 4. publishing to `concordat.events` with confirms (503 when RabbitMQ does not confirm).
+//!
+//! `202` is sent only after RabbitMQ confirmed every event of the request (DESIGN.md §7, invariant 1).
+//! Every refusal is a [`Problem`], rendered as `application/problem+json` or, for FHIR clients, as an
+//! `OperationOutcome`; axum's own rejections (unknown route, wrong method, unreadable body) are mapped to
+//! problems too. Logs carry agencies, media types, counts, event ids and statuses, never payloads.
+//!
+//! This module knows nothing of the formats themselves: [`crate::ingest`] translates.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::{SubsecRound, Utc};
+use concordat_bus::{TRACEPARENT_HEADER, TraceParent};
+use concordat_episode::{AgencyId, EventId, IngestError, Timestamp};
+use serde::Serialize;
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+use tracing::{Span, error, info, info_span, warn};
+
+use crate::auth::{BearerError, bearer_token};
+use crate::gateway::Gateway;
+use crate::ingest::{Refusal, Submission, translate};
+use crate::problem::{Problem, ProblemKind, Representation};
+
+/// The route agencies post to.
+pub const EVENTS_ROUTE: &str = "/v1/agencies/{agency}/events";
+
+/// The body of a `202`: the accepted events' ids, in the order the adapter produced them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct Accepted {
+    accepted: Vec<EventId>,
+    count: usize,
+}
+
+pub(crate) fn router(gateway: Gateway) -> Router {
+    let body_limit = gateway.inner.body_limit_bytes;
+    Router::new()
+        .route(EVENTS_ROUTE, post(ingest))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        // One stack, outermost first: a span per request (failures are logged by `represent_problems`, not
+        // here), then the representation of errors (which must see every problem, the timeout's included),
+        // then the deadline, then the body limit the extractor reads.
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
+                .layer(middleware::from_fn(represent_problems))
+                .layer(middleware::from_fn_with_state(gateway.clone(), deadline))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .with_state(gateway)
+}
+
+/// One span per request, named by the route template, never by the path's values beyond the route.
+fn request_span(request: &Request) -> Span {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+    info_span!("request", method = %request.method(), route)
+}
+
+/// Renders each problem as the request asks (FHIR clients get `OperationOutcome`) and logs it once: 5xx with
+/// their internal cause at `error`/`warn`, refusals of bad input at `info`.
+async fn represent_problems(request: Request, next: Next) -> Response {
+    let representation = Representation::for_request(request.headers());
+    let response = next.run(request).await;
+    let Some(problem) = response.extensions().get::<Arc<Problem>>().cloned() else {
+        return response;
+    };
+    let status = problem.kind().status().as_u16();
+    let kind = problem.kind().slug();
+    match problem.kind() {
+        ProblemKind::Internal => error!(status, kind, cause = problem.cause().unwrap_or_default(), "Request failed."),
+        ProblemKind::BrokerUnavailable | ProblemKind::Timeout => {
+            warn!(status, kind, cause = problem.cause().unwrap_or_default(), "Request not accepted.");
+        }
+        _ => info!(status, kind, "Request refused."),
+    }
+    match representation {
+        Representation::ProblemJson => response,
+        Representation::OperationOutcome => problem.render(representation),
+    }
+}
+
+/// Bounds the whole request, body included, by `request_timeout_ms`. Dropping the handler mid-publish is
+/// safe: the client gets no `202`, resubmits, and the deterministic event ids let the router drop duplicates.
+async fn deadline(State(gateway): State<Gateway>, request: Request, next: Next) -> Response {
+    let timeout = gateway.inner.request_timeout;
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_elapsed) => {
+            Problem::internal(ProblemKind::Timeout, format!("request not completed within {} ms", timeout.as_millis()))
+                .into_response()
+        }
+    }
+}
+
+async fn not_found() -> Problem {
+    Problem::new(ProblemKind::NotFound, "no such resource; agencies post to /v1/agencies/{agency}/events")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(ProblemKind::MethodNotAllowed, "this resource only takes POST")
+}
+
+/// The agency whose token the request carries.
+struct Caller(AgencyId);
+
+impl FromRequestParts<Gateway> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, Problem> {
+        let header = parts.headers.get(AUTHORIZATION).map(|value| value.as_bytes());
+        let token = bearer_token(header).map_err(|error| match error {
+            BearerError::Missing => Problem::unauthorized(error.to_string(), None),
+            BearerError::Malformed => Problem::unauthorized(error.to_string(), Some("invalid_request")),
+        })?;
+        match gateway.inner.tokens.agency_of(token) {
+            Some(agency) => Ok(Self(agency.clone())),
+            None => Err(Problem::unauthorized("the bearer token is not valid", Some("invalid_token"))),
+        }
+    }
+}
+
+/// The `{agency}` path segment, as sent.
+struct PathAgency(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathAgency {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(agency)| Self(agency))
+            .map_err(|_| Problem::new(ProblemKind::NotFound, "the path does not name an agency"))
+    }
+}
+
+/// The request body, within `body_limit_bytes`.
+struct NativePayload(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for NativePayload {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        Bytes::from_request(request, state).await.map(Self).map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(ProblemKind::PayloadTooLarge, "the body is larger than the gateway accepts")
+            } else {
+                Problem::new(ProblemKind::MalformedPayload, "the request body could not be read")
+            }
+        })
+    }
+}
+
+/// `POST /v1/agencies/{agency}/events`.
+async fn ingest(
+    State(gateway): State<Gateway>,
+    Caller(caller): Caller,
+    PathAgency(path): PathAgency,
+    headers: HeaderMap,
+    NativePayload(payload): NativePayload,
+) -> Result<(StatusCode, Json<Accepted>), Problem> {
+    let started = Instant::now();
+    if path != caller.as_str() {
+        let known = AgencyId::new(path.as_str()).is_ok_and(|agency| gateway.inner.parties.contains_key(&agency));
+        return Err(if known {
+            Problem::new(ProblemKind::Forbidden, "the bearer token is not valid for this agency")
+        } else {
+            Problem::new(ProblemKind::UnknownAgency, "the sharing policy lists no such agency")
+        });
+    }
+    // Every token holder is an agency of the policy (checked when the gateway was built).
+    let Some(&party) = gateway.inner.parties.get(&caller) else {
+        return Err(Problem::internal(ProblemKind::Internal, format!("token holder `{caller}` is not in the policy")));
+    };
+    let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).map(str::to_owned) else {
+        let expected = party.format.content_types().iter().map(|&name| name.to_owned()).collect();
+        let error = IngestError::UnsupportedContentType { content_type: "(none)".to_owned(), expected };
+        return Err(Problem::from_ingest(error, party.format.as_str()));
+    };
+    let traceparent = match headers.get(TRACEPARENT_HEADER).and_then(|value| value.to_str().ok()) {
+        Some(value) => TraceParent::parse(value).map_or_else(|_| TraceParent::new_root(), |parent| parent.child()),
+        None => TraceParent::new_root(),
+    };
+    let received_at = Timestamp::from(Utc::now().trunc_subsecs(3));
+    let events_exchange = gateway.inner.topology.events_exchange();
+
+    // Adapters and schema validation are CPU-bound; a megabyte of FHIR must not stall other requests.
+    let work = gateway.clone();
+    let agency = caller.clone();
+    let media_type = content_type.clone();
+    let translated = tokio::task::spawn_blocking(move || {
+        let submission = Submission {
+            agency: &agency,
+            agency_kind: party.kind,
+            format: party.format,
+            content_type: &media_type,
+            payload: &payload,
+            received_at,
+            traceparent,
+        };
+        translate(&submission, &work.inner.adapters, &events_exchange)
+    })
+    .await
+    .map_err(|error| Problem::internal(ProblemKind::Internal, format!("translation task failed: {error}")))?
+    .map_err(|refusal| match refusal {
+        Refusal::Ingest(error) => Problem::from_ingest(error, party.format.as_str()),
+        bug @ Refusal::InvalidEvent { .. } => Problem::internal(ProblemKind::Internal, bug.to_string()),
+    })?;
+
+    // Only a confirm makes the events durable; until then nothing is promised to the sender.
+    gateway.inner.publisher.publish_batch(&translated.messages).await.map_err(|error| {
+        let kind = match error {
+            concordat_bus::PublishError::Invalid { .. } => ProblemKind::Internal,
+            _ => ProblemKind::BrokerUnavailable,
+        };
+        Problem::internal(kind, error.to_string())
+    })?;
+
+    let count = translated.event_ids.len();
+    let event_ids: Vec<String> = translated.event_ids.iter().map(ToString::to_string).collect();
+    info!(
+        agency = %caller,
+        content_type = %crate::problem::media_type(&content_type),
+        format = %party.format,
+        count,
+        event_ids = %event_ids.join(","),
+        duration_ms = started.elapsed().as_millis(),
+        "Events accepted."
+    );
+    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: translated.event_ids, count })))
+}

@@ -1,0 +1,59 @@
+//! Concordat's ingest gateway: where agencies' native payloads come in, over HTTP
+//! (`POST /v1/agencies/{agency}/events`) or AMQP (`concordat.ingest`), and leave as validated canonical events
+//! on `concordat.events`, confirmed by RabbitMQ.
+//!
+//! - [`GatewayConfig`] is the `[gateway]` configuration section: limits and each agency's token digests.
+//! - [`Gateway::new`] checks it against the sharing policy; [`Gateway::router`] is the axum router the binary
+//!   serves on `listen`; [`consume_amqp_ingest`] runs the AMQP path until shutdown.
+//! - Refusals are RFC 9457 problems (`urn:concordat:problem:*`), or FHIR `OperationOutcome`s for FHIR clients.
+//!
+//! **Architecture invariant:** a `202` (or an AMQP ack) is given only after RabbitMQ confirmed every event of
+//! the payload (DESIGN.md §7, invariant 1). The gateway translates with the adapters and validates, but holds
+//! no state: it neither deduplicates nor correlates (the router does), reads no policy file and serves no
+//! admin API. It never logs payloads or anything from them but event ids and kinds.
+//!
+//! Wiring it up, as the binary does:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use concordat_bus::{BusConfig, Publisher, Topology};
+//! use concordat_formats::AdapterConfigs;
+//! use concordat_gateway::{Gateway, GatewayConfig, consume_amqp_ingest};
+//! use concordat_policy::Policy;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! async fn serve(
+//!     config: GatewayConfig,
+//!     adapters: AdapterConfigs,
+//!     policy: &Policy,
+//!     bus: BusConfig,
+//!     shutdown: CancellationToken,
+//! ) -> Result<(), Box<dyn std::error::Error>> {
+//!     let topology = Topology::new(policy.agencies().iter().map(|agency| agency.id.to_string()).collect())?;
+//!     topology.declare(&bus).await?;
+//!     let publisher = Arc::new(Publisher::connect(&bus, "concordat-gateway").await?);
+//!     let gateway = Gateway::new(config, policy, adapters, publisher, topology)?;
+//!     let amqp = tokio::spawn(consume_amqp_ingest(gateway.clone(), bus, shutdown.clone()));
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+//!     shutdown.cancel();
+//!     amqp.await??;
+//!     Ok(())
+//! }
+//! ```
+
+mod amqp;
+mod auth;
+mod config;
+mod gateway;
+mod http;
+mod ingest;
+mod problem;
+
+pub use amqp::{CONNECTION_NAME, consume_amqp_ingest};
+pub use config::{AgencyAccess, GatewayConfig};
+pub use gateway::{Gateway, GatewayError};
+pub use http::EVENTS_ROUTE;
+pub use ingest::{EPISODE_HEADER, KIND_HEADER, Refusal, Submission, Translated, translate};
+pub use problem::{FHIR_JSON, PROBLEM_JSON, Problem, ProblemKind, RETRY_AFTER_SECONDS, Representation, media_type};
