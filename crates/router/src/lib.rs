@@ -1,0 +1,17 @@
+//! The router: for each canonical event, correlate it into an episode, decide with the sharing policy what
+//! every other agency may see, render each permitted view in the recipient's own format, and make outcome
+//! feedback and pre-crisis context.
+//!
+//! [`plan`] is the functional core: given the event and what the store knows of its episode, it returns the
+//! decisions and deliveries to write, with no I/O and no clock. The shell that reads the
+//! store, writes one transaction and acks lives beside it.
+
+mod correlate;
+mod plan;
+mod shell;
+
+pub use correlate::{Correlation, correlate, relations_earned};
+pub use plan::{AgencyDirectory, Delivery, EpisodeSnapshot, Plan, RenderFailure, plan};
+pub use shell::{
+    DECISION_HEADER, EPISODE_HEADER, KIND_HEADER, RelayError, RouteError, Routed, Router, run_relay, run_router,
+};

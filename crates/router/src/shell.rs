@@ -1,0 +1,433 @@
+//! The router's imperative shell: consume `concordat.router`, run one store transaction per event around
+//! [`crate::plan`], ack only after it committed; and the relay that publishes the outbox to
+//! `concordat.deliver` with confirms.
+//!
+//! Order matters here (DESIGN.md §7, invariant 2): the dedup mark, the episode changes, every decision, every
+//! outbox row and the audit records commit together, and only then is the event acked. A crash before the
+//! commit leaves nothing and the broker redelivers; a crash after it and before the ack redelivers an event
+//! whose dedup mark is already there, so it is acked with no second delivery.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use concordat_bus::{
+    BusConfig, ConsumeError, IncomingMessage, Outcome, OutgoingMessage, Publisher, Subscription, Topology, TraceParent,
+    consume,
+};
+use concordat_episode::{
+    AgencyId, CrisisEvent, EPISODE_SYSTEM, EpisodeId, EventKind, Identifier, NonEmptyString, Timestamp, derived_id,
+    parse_event,
+};
+use concordat_policy::{Decision, Policy, Relation, Verdict};
+use concordat_store::{
+    DecisionId, DeliveryId, NewDelivery, NewEpisode, Store, StoreError, SubjectKey, SubjectKeyer, Tx,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, info, info_span, warn};
+
+use crate::correlate::{Correlation, correlate, relations_earned};
+use crate::plan::{AgencyDirectory, EpisodeSnapshot, Plan, plan};
+
+/// The header naming a delivery's event kind.
+pub const KIND_HEADER: &str = "concordat-kind";
+/// The header naming a delivery's episode.
+pub const EPISODE_HEADER: &str = "concordat-episode";
+/// The header naming the decision that permitted a delivery.
+pub const DECISION_HEADER: &str = "concordat-decision";
+
+/// Everything the router needs, built once at start-up.
+#[derive(Clone)]
+pub struct Router {
+    policy: Arc<Policy>,
+    directory: Arc<AgencyDirectory>,
+    store: Store,
+    keyer: Arc<SubjectKeyer>,
+    topology: Topology,
+    feedback_due: chrono::Duration,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("policy_version", self.policy.version()).finish_non_exhaustive()
+    }
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routed {
+    /// Already processed: acked with no second delivery.
+    Duplicate,
+    /// Processed: so many decisions and deliveries committed.
+    Done {
+        /// The episode, when the event joined or opened one.
+        episode: Option<EpisodeId>,
+        /// Decisions made.
+        decisions: usize,
+        /// Deliveries queued.
+        deliveries: usize,
+    },
+}
+
+/// Why an event could not be routed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The event's identifiers point at several episodes; a person must resolve it.
+    #[error("the event's identifiers point at {0} episodes; not merging them")]
+    Conflict(usize),
+    /// A permitted view could not be rendered in the recipient's format.
+    #[error("cannot render the view for {recipient}: {reason}")]
+    Render {
+        /// The recipient.
+        recipient: AgencyId,
+        /// Why not.
+        reason: String,
+    },
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl Router {
+    /// Builds the router. `formats` overrides the format an agency receives (default: by its kind);
+    /// `feedback_due` is how long after an episode opens its originator should have had outcome feedback.
+    pub fn new(
+        policy: Arc<Policy>,
+        formats: &BTreeMap<AgencyId, concordat_formats::Format>,
+        store: Store,
+        keyer: SubjectKeyer,
+        topology: Topology,
+        feedback_due: Duration,
+    ) -> Self {
+        let directory = Arc::new(AgencyDirectory::new(&policy, formats));
+        let feedback_due = chrono::Duration::from_std(feedback_due).unwrap_or(chrono::Duration::days(1));
+        Self { policy, directory, store, keyer: Arc::new(keyer), topology, feedback_due }
+    }
+
+    /// Settles one message from `concordat.router`.
+    pub async fn handle(&self, message: IncomingMessage) -> Outcome {
+        let event = match parse_event(message.body()) {
+            Ok(event) => event,
+            Err(error) => return Outcome::DeadLetter { reason: format!("not a canonical crisis event: {error}") },
+        };
+        let traceparent = message.traceparent().and_then(Result::ok).unwrap_or_else(TraceParent::new_root);
+        let span = info_span!("route", event_id = %event.event_id, kind = %event.kind, agency = %event.source.agency);
+        async {
+            match self.route(event, Utc::now(), &traceparent).await {
+                Ok(Routed::Duplicate) => {
+                    info!(message = "Already routed; acking the redelivery.");
+                    Outcome::Ack
+                }
+                Ok(Routed::Done { episode, decisions, deliveries }) => {
+                    let episode = episode.map(|id| id.to_string()).unwrap_or_default();
+                    info!(message = "Routed.", episode, decisions, deliveries);
+                    Outcome::Ack
+                }
+                Err(error @ (RouteError::Conflict(_) | RouteError::Render { .. })) => {
+                    warn!(message = "Dead-lettering the event.", %error);
+                    Outcome::DeadLetter { reason: error.to_string() }
+                }
+                Err(RouteError::Store(error)) => {
+                    // Transient or not, a retry is safe (nothing committed); the delivery limit turns a
+                    // persistent failure into a dead letter with this reason.
+                    warn!(message = "Store failed; the event will be retried.", %error);
+                    Outcome::Retry { reason: format!("store: {error}") }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Routes one event in one store transaction.
+    ///
+    /// # Errors
+    /// [`RouteError`]; nothing is committed when it fails.
+    pub async fn route(
+        &self,
+        mut event: CrisisEvent,
+        now: DateTime<Utc>,
+        traceparent: &TraceParent,
+    ) -> Result<Routed, RouteError> {
+        let mut tx = self.store.begin().await?;
+        if tx.is_processed(event.event_id).await? {
+            return Ok(Routed::Duplicate);
+        }
+        let key = event.subject.nhs_number.as_ref().map(|number| self.keyer.key(number));
+        let refs = correlating_refs(&event);
+        let by_refs: Vec<EpisodeId> = tx.find_episode_by_refs(&refs).await?.iter().map(|episode| episode.id).collect();
+        let by_subject = match &key {
+            Some(key) if by_refs.is_empty() && event.episode.episode_id.is_none() => {
+                tx.find_open_episode_by_subject(key).await?.first().map(|episode| episode.id)
+            }
+            _ => None,
+        };
+        let stamp = Timestamp::from(now);
+        let (episode, plan) = match correlate(&event, &by_refs, by_subject) {
+            Correlation::Conflict(ids) => return Err(RouteError::Conflict(ids.len())),
+            Correlation::Unattached => {
+                let plan = plan(&self.policy, &self.directory, &event, None, &[], stamp);
+                if let Some(key) = &key {
+                    tx.hold_unattached(key, &event).await?;
+                }
+                (None, plan)
+            }
+            correlation => {
+                let opened = correlation == Correlation::Open;
+                let episode = match correlation {
+                    Correlation::Join(id) => id,
+                    _ => self.open(&mut tx, &event, now).await?,
+                };
+                event.episode.episode_id = Some(episode);
+                let snapshot = self.join(&mut tx, &event, episode, key.as_ref(), opened, now).await?;
+                let prior = match (&key, opened) {
+                    (Some(key), true) => tx.unattached_for_subject(key).await?,
+                    _ => Vec::new(),
+                };
+                let plan = plan(&self.policy, &self.directory, &event, Some(&snapshot), &prior, stamp);
+                for made in &plan.derived {
+                    tx.record_event(episode, made).await?;
+                }
+                if plan.feedback_to_originator
+                    && let Some(feedback) = plan.derived.iter().find(|made| made.kind == EventKind::FeedbackOutcome)
+                {
+                    tx.mark_feedback_delivered(episode, feedback.event_id, now).await?;
+                }
+                (Some(episode), plan)
+            }
+        };
+        if let Some(failure) = plan.render_failures.first() {
+            return Err(RouteError::Render { recipient: failure.recipient.clone(), reason: failure.error.to_string() });
+        }
+        self.write(&mut tx, &plan, episode, now, traceparent).await?;
+        tx.mark_processed(event.event_id, episode, now).await?;
+        tx.commit().await?;
+        Ok(Routed::Done { episode, decisions: plan.decisions.len(), deliveries: plan.deliveries.len() })
+    }
+
+    /// Opens an episode for `event`. Its id is derived from the event, so a retried transaction opens the
+    /// same episode.
+    async fn open(&self, tx: &mut Tx, event: &CrisisEvent, now: DateTime<Utc>) -> Result<EpisodeId, StoreError> {
+        let id = EpisodeId(derived_id("episode", &[&event.event_id.to_string()]));
+        tx.open_episode(&NewEpisode {
+            id,
+            originator: event.source.agency.clone(),
+            opened_by: event.event_id,
+            opened_at: now,
+            feedback_due_at: Some(now + self.feedback_due),
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// Records `event` in its episode with its refs, subject key and the relations its source earns, and
+    /// returns the episode as the plan needs it.
+    async fn join(
+        &self,
+        tx: &mut Tx,
+        event: &CrisisEvent,
+        episode: EpisodeId,
+        key: Option<&SubjectKey>,
+        opened: bool,
+        now: DateTime<Utc>,
+    ) -> Result<EpisodeSnapshot, StoreError> {
+        tx.add_refs(episode, &event.episode.refs, now).await?;
+        if let Some(key) = key {
+            tx.add_subject_key(episode, key, now).await?;
+        }
+        for relation in relations_earned(event, opened) {
+            tx.add_member(episode, &event.source.agency, stored_relation(relation), now).await?;
+        }
+        if let Some(referred) = event.details.referral.as_ref().and_then(|referral| referral.to_agency.as_ref()) {
+            tx.add_member(episode, referred, concordat_store::Relation::Responder, now).await?;
+        }
+        tx.record_event(episode, event).await?;
+        let state = match tx.episode(episode).await?.map(|found| found.state) {
+            Some(concordat_store::EpisodeState::Closed) => concordat_policy::EpisodeState::Closed,
+            _ => concordat_policy::EpisodeState::Open,
+        };
+        let members = tx
+            .members(episode)
+            .await?
+            .into_iter()
+            .map(|member| (member.agency, member.relations.into_iter().map(policy_relation).collect()))
+            .collect();
+        let refs = tx.episode_refs(episode).await?;
+        Ok(EpisodeSnapshot { id: episode, state, members, refs, opened_now: opened })
+    }
+
+    async fn write(
+        &self,
+        tx: &mut Tx,
+        plan: &Plan,
+        episode: Option<EpisodeId>,
+        now: DateTime<Utc>,
+        traceparent: &TraceParent,
+    ) -> Result<(), StoreError> {
+        for decision in &plan.decisions {
+            tx.insert_decision(&stored_decision(decision, episode, now)).await?;
+        }
+        for delivery in &plan.deliveries {
+            let mut headers = BTreeMap::from([
+                (KIND_HEADER.to_owned(), delivery.kind.as_str().to_owned()),
+                (DECISION_HEADER.to_owned(), delivery.decision_id.to_string()),
+                ("traceparent".to_owned(), traceparent.child().to_string()),
+            ]);
+            if let Some(episode) = delivery.episode_id {
+                headers.insert(EPISODE_HEADER.to_owned(), episode.to_string());
+            }
+            tx.enqueue(&NewDelivery {
+                delivery_id: DeliveryId(delivery.message_id),
+                event_id: delivery.event_id,
+                decision_id: Some(DecisionId(delivery.decision_id)),
+                recipient: delivery.recipient.clone(),
+                exchange: self.topology.deliver_exchange(),
+                routing_key: delivery.recipient.to_string(),
+                content_type: delivery.content_type.to_owned(),
+                headers,
+                body: delivery.body.clone(),
+                created_at: now,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+// The store and the policy each name the relations; the two lists are the same three words.
+fn stored_relation(relation: Relation) -> concordat_store::Relation {
+    match relation {
+        Relation::Originator => concordat_store::Relation::Originator,
+        Relation::Contributor => concordat_store::Relation::Contributor,
+        Relation::Responder => concordat_store::Relation::Responder,
+    }
+}
+
+fn policy_relation(relation: concordat_store::Relation) -> Relation {
+    match relation {
+        concordat_store::Relation::Originator => Relation::Originator,
+        concordat_store::Relation::Contributor => Relation::Contributor,
+        concordat_store::Relation::Responder => Relation::Responder,
+    }
+}
+
+/// The identifiers that may correlate an event: its refs and the episode id it states.
+fn correlating_refs(event: &CrisisEvent) -> Vec<Identifier> {
+    let mut refs = event.episode.refs.clone();
+    if let Some(episode) = event.episode.episode_id
+        && let (Ok(system), Ok(value)) = (NonEmptyString::new(EPISODE_SYSTEM), NonEmptyString::new(episode.to_string()))
+    {
+        refs.push(Identifier { system, value });
+    }
+    refs
+}
+
+fn stored_decision(decision: &Decision, episode: Option<EpisodeId>, now: DateTime<Utc>) -> concordat_store::Decision {
+    let (verdict, reason) = match decision.verdict {
+        Verdict::Permit => (concordat_store::Verdict::Permit, "permit".to_owned()),
+        Verdict::Deny(reason) => (concordat_store::Verdict::Deny, reason.as_str().to_owned()),
+    };
+    concordat_store::Decision {
+        decision_id: DecisionId(decision.decision_id),
+        event_id: decision.event_id,
+        episode_id: episode,
+        recipient: decision.recipient.clone(),
+        verdict,
+        reason,
+        agreement_ids: decision.permitted_by.iter().map(|ground| ground.agreement.clone()).collect(),
+        purposes: decision.permitted_by.iter().map(|ground| ground.purpose.clone()).collect(),
+        lawful_bases: decision.permitted_by.iter().map(|ground| ground.lawful_basis.clone()).collect(),
+        fields_shared: decision.fields_shared.iter().map(|field| field.pointer().to_owned()).collect(),
+        fields_withheld: decision.fields_withheld.iter().map(|field| field.pointer().to_owned()).collect(),
+        policy_version: decision.policy_version.to_string(),
+        decided_at: now,
+    }
+}
+
+/// Consumes `concordat.router` until `shutdown` fires.
+///
+/// # Errors
+/// [`ConsumeError`] for a configuration or topology the broker refuses; lost connections are retried.
+pub async fn run_router(router: Router, bus: BusConfig, shutdown: CancellationToken) -> Result<(), ConsumeError> {
+    let subscription = Subscription::router(router.topology.clone(), "concordat-router");
+    consume(bus, subscription, shutdown, move |message| {
+        let router = router.clone();
+        async move { router.handle(message).await }
+    })
+    .await
+}
+
+/// How long the relay waits before looking at an empty outbox again.
+const RELAY_IDLE: Duration = Duration::from_millis(100);
+/// How many outbox rows the relay publishes in one confirmed batch.
+const RELAY_BATCH: u32 = 64;
+
+/// Publishes the outbox to `concordat.deliver` with confirms, oldest first, and marks rows sent only after
+/// RabbitMQ confirmed them. A crash between the confirm and the mark republishes the same message ids;
+/// consumers dedupe by message id. Runs until `shutdown` fires.
+pub async fn run_relay(store: Store, publisher: Arc<Publisher>, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        let wait = match relay_once(&store, &publisher).await {
+            Ok(0) => RELAY_IDLE,
+            Ok(sent) => {
+                info!(message = "Relayed deliveries.", count = sent);
+                backoff = Duration::from_millis(200);
+                Duration::ZERO
+            }
+            Err(error) => {
+                warn!(message = "Relay failed; retrying.", %error, delay_ms = backoff.as_millis());
+                let wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                wait
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Publishes one batch; returns how many rows were marked sent.
+async fn relay_once(store: &Store, publisher: &Publisher) -> Result<usize, RelayError> {
+    let pending = store.pending_outbox(RELAY_BATCH).await?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let messages: Vec<OutgoingMessage> = pending
+        .iter()
+        .map(|row| {
+            let traceparent = row
+                .headers
+                .get("traceparent")
+                .and_then(|value| value.parse::<TraceParent>().ok())
+                .unwrap_or_else(TraceParent::new_root);
+            OutgoingMessage {
+                exchange: row.exchange.clone(),
+                routing_key: row.routing_key.clone(),
+                message_id: row.delivery_id.to_string(),
+                content_type: row.content_type.clone(),
+                body: row.body.clone(),
+                headers: row.headers.clone(),
+                traceparent,
+            }
+        })
+        .collect();
+    publisher.publish_batch(&messages).await?;
+    let ids: Vec<DeliveryId> = pending.iter().map(|row| row.delivery_id).collect();
+    store.mark_sent(&ids, Utc::now()).await?;
+    Ok(ids.len())
+}
+
+/// Why a relay round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Reading or marking the outbox failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// RabbitMQ did not confirm the batch.
+    #[error("publish: {0}")]
+    Publish(#[from] concordat_bus::PublishError),
+}
