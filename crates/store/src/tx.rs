@@ -12,7 +12,9 @@
 //! This module is not a query builder: every statement is spelled out here.
 
 use chrono::{DateTime, Utc};
-use concordat_episode::{AgencyId, CrisisEvent, EPISODE_SYSTEM, EpisodeId, EventId, Identifier, Sha256Hex};
+use concordat_episode::{
+    AgencyId, CrisisEvent, EPISODE_SYSTEM, EpisodeId, EventId, Identifier, NonEmptyString, Sha256Hex,
+};
 use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Sqlite, Transaction};
 use uuid::Uuid;
@@ -298,6 +300,31 @@ impl Tx {
             }
         }
         Ok(added)
+    }
+
+    /// Every correlating identifier of an episode, its own id among them, in the order added.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn episode_refs(&mut self, episode: EpisodeId) -> Result<Vec<Identifier>, StoreError> {
+        let sql = "SELECT system, value FROM episode_refs WHERE episode_id = $1 ORDER BY added_at, system, value";
+        let rows: Vec<(String, String)> = on!(self, |c| sqlx::query(sql)
+            .bind(episode.0)
+            .fetch_all(&mut **c)
+            .await?
+            .iter()
+            .map(|row| Ok((row.text("system")?, row.text("value")?)))
+            .collect::<Result<_, StoreError>>()?);
+        rows.into_iter()
+            .map(|(system, value)| {
+                Ok(Identifier {
+                    system: NonEmptyString::new(system)
+                        .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "system" })?,
+                    value: NonEmptyString::new(value)
+                        .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "value" })?,
+                })
+            })
+            .collect()
     }
 
     /// Stores the subject key of the episode's person, so that later events with the same NHS number

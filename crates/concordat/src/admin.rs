@@ -1,0 +1,47 @@
+//! The admin listener: `/healthz` (the process is alive) and `/readyz` (it can do its work: RabbitMQ is
+//! connected). The rest of the admin API arrives with the router.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+/// What `/readyz` reports on. Each flag is set by the component it names.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// RabbitMQ is connected and the topology declared.
+    pub broker: AtomicBool,
+}
+
+/// The admin routes.
+pub fn router(readiness: Arc<Readiness>) -> Router {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(readiness)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
+    let broker = readiness.broker.load(Ordering::Acquire);
+    let body =
+        serde_json::json!({ "status": if broker { "ready" } else { "not_ready" }, "checks": { "rabbitmq": broker } });
+    if broker {
+        (StatusCode::OK, axum::Json(body)).into_response()
+    } else {
+        // RFC 9457 problem details, with the failing checks as an extension member.
+        let problem = serde_json::json!({
+            "type": "about:blank",
+            "title": "Service Unavailable",
+            "status": 503,
+            "detail": "not ready: RabbitMQ is not connected",
+            "checks": { "rabbitmq": broker },
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "application/problem+json")], problem.to_string())
+            .into_response()
+    }
+}

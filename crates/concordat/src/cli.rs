@@ -1,0 +1,160 @@
+//! The command line: `concordat <command>`, parsed by clap. Exit codes are DESIGN.md §6's: 0 success,
+//! 1 invalid input or a failed check, 2 usage error (clap's own), 3 a service is unreachable.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Concordat: shares crisis-care information between police, NHS and voluntary-sector partners, exactly as
+/// their information sharing agreements allow.
+#[derive(Debug, Parser)]
+#[command(name = "concordat", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Concordat's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker: connect to RabbitMQ, declare the topology, serve the admin listener.
+    Run {
+        /// The configuration file (default: ./concordat.toml when present, else the built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Translate an agency's native payload into canonical events, printed as a JSON array. Pure: no
+    /// broker, no database.
+    Translate {
+        /// The adapter that reads the payload.
+        #[arg(long, value_enum)]
+        adapter: AdapterName,
+        /// The sending agency (default: the sample area's agency for the adapter).
+        #[arg(long)]
+        agency: Option<String>,
+        /// The payload's media type (default: `text/csv` for a `.csv` file, else the adapter's JSON type).
+        #[arg(long)]
+        content_type: Option<String>,
+        /// When the payload counts as received, RFC 3339 (default: now).
+        #[arg(long)]
+        received_at: Option<String>,
+        /// The payload file, or `-` for standard input.
+        file: PathBuf,
+    },
+    /// Render a canonical event, as a recipient sees it after redaction, into the message that agency
+    /// receives. Pure: no broker, no database.
+    Render {
+        /// The recipient's adapter.
+        #[arg(long, value_enum)]
+        adapter: AdapterName,
+        /// The recipient agency (default: the sample area's agency for the adapter).
+        #[arg(long)]
+        to: Option<String>,
+        /// The purpose to state (default: says no policy was applied).
+        #[arg(long)]
+        purpose: Option<String>,
+        /// The lawful basis to state (default: says no policy was applied).
+        #[arg(long)]
+        lawful_basis: Option<String>,
+        /// When the message counts as sent, RFC 3339 (default: now).
+        #[arg(long)]
+        sent_at: Option<String>,
+        /// The canonical event file, or `-` for standard input.
+        file: PathBuf,
+    },
+    /// Check, explain or render a sharing policy.
+    Policy {
+        /// What to do.
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+/// The native formats Concordat translates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AdapterName {
+    /// FHIR R4 (UK Core), for NHS systems.
+    NhsFhir,
+    /// The police-incident JSON format.
+    Police,
+    /// The VCS contact format, JSON or CSV.
+    Vcs,
+}
+
+/// `concordat policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Load and check a policy file; print every problem with its line (exit 1), or nothing (exit 0).
+    Check {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Explain what an agency would receive of an event under a policy, field by field.
+    Explain {
+        /// The policy file.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The canonical event file.
+        #[arg(long)]
+        event: PathBuf,
+        /// The recipient agency.
+        #[arg(long)]
+        to: String,
+        /// The recipient's relations to the episode (repeat or comma-separate).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        relation: Vec<RelationName>,
+        /// The episode's state.
+        #[arg(long, value_enum, default_value_t = StateName::Open)]
+        episode_state: StateName,
+    },
+    /// Render a policy as a readable information sharing agreement.
+    Render {
+        /// The policy file.
+        file: PathBuf,
+        /// Markdown or HTML.
+        #[arg(long, value_enum, default_value_t = DocumentFormat::Md)]
+        format: DocumentFormat,
+    },
+}
+
+/// A recipient's relation to an episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RelationName {
+    /// Its event opened the episode.
+    Originator,
+    /// It has sent an event in the episode.
+    Contributor,
+    /// It responded to the crisis or was referred to.
+    Responder,
+}
+
+/// An episode's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateName {
+    /// In progress.
+    Open,
+    /// Closed.
+    Closed,
+}
+
+/// A document format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DocumentFormat {
+    /// Markdown.
+    Md,
+    /// HTML.
+    Html,
+}

@@ -1,0 +1,80 @@
+//! The `concordat` binary: the command line, configuration and wiring. It is the only crate that builds the
+//! runtime; the components it wires live in their own crates.
+
+mod admin;
+mod cli;
+mod config;
+mod pure;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command, LogFormat};
+
+/// How a command failed, which decides the exit code (DESIGN.md §6).
+#[derive(Debug)]
+pub enum Failure {
+    /// Invalid input or a failed check: exit 1.
+    Input(anyhow::Error),
+    /// RabbitMQ or the database is unreachable: exit 3.
+    Service(anyhow::Error),
+}
+
+impl Failure {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Input(_) => ExitCode::from(1),
+            Self::Service(_) => ExitCode::from(3),
+        }
+    }
+
+    fn error(&self) -> &anyhow::Error {
+        match self {
+            Self::Input(error) | Self::Service(error) => error,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match try_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            // Reported once, here, with its chain of causes on one line.
+            eprintln!("concordat: {:#}", failure.error());
+            failure.exit_code()
+        }
+    }
+}
+
+fn try_main(cli: Cli) -> Result<(), Failure> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    match cli.command {
+        Command::Run { config } => run::run(config.as_deref(), &env),
+        Command::Translate { adapter, agency, content_type, received_at, file } => {
+            pure::translate(adapter, agency.as_deref(), content_type.as_deref(), received_at.as_deref(), &file)
+        }
+        Command::Render { adapter, to, purpose, lawful_basis, sent_at, file } => {
+            pure::render(adapter, to.as_deref(), purpose.as_deref(), lawful_basis.as_deref(), sent_at.as_deref(), &file)
+        }
+        Command::Policy { command } => pure::policy(command),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CONCORDAT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // lapin's own warning about a returned message prints the whole message, body and all, and a body
+        // holds personal data; whatever the operator asks for, lapin speaks only of errors.
+        .add_directive(LAPIN_ONLY_ERRORS.parse().expect("a valid directive"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+const LAPIN_ONLY_ERRORS: &str = "lapin=error";

@@ -1,0 +1,171 @@
+//! `concordat run`: load the configuration and the policy, connect to RabbitMQ, declare the topology, serve
+//! the gateway, route and deliver, serve the admin listener, and stop cleanly on SIGINT or SIGTERM.
+//!
+//! One process holds every component for a small area: the ingest gateway (HTTP on `listen`, AMQP on
+//! `concordat.ingest`), the router on `concordat.router` with the store, and the relay that publishes the
+//! outbox to the agencies' inboxes.
+
+use std::future::IntoFuture as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use concordat_bus::{Publisher, Topology, redact_url};
+use concordat_gateway::{Gateway, consume_amqp_ingest};
+use concordat_policy::Policy;
+use concordat_router::{Router, run_relay, run_router};
+use concordat_store::{Store, StoreError, SubjectKeyer};
+use tokio_util::sync::CancellationToken;
+
+use crate::Failure;
+use crate::admin::{self, Readiness};
+use crate::config::Config;
+
+/// How long start-up may wait for RabbitMQ before giving up with a clear message.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Runs the broker until SIGINT or SIGTERM.
+///
+/// # Errors
+/// [`Failure::Input`] for a bad configuration or policy, [`Failure::Service`] when RabbitMQ cannot be
+/// reached within [`CONNECT_DEADLINE`] or the admin listener cannot bind.
+pub fn run(config_file: Option<&Path>, env: &[(String, String)]) -> Result<(), Failure> {
+    let (config, warnings) = Config::load(config_file, env).map_err(|error| Failure::Input(error.into()))?;
+    for warning in warnings {
+        tracing::warn!(message = "Ignoring an environment variable.", detail = %warning);
+    }
+    let policy = crate::pure::load_policy(&config.policy)?;
+    let agencies: Vec<String> = policy.agencies().iter().map(|agency| agency.id.to_string()).collect();
+    let topology = Topology::new(agencies).map_err(|error| Failure::Input(error.into()))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(Failure::Service)?;
+    runtime.block_on(serve(config, policy, topology, env))
+}
+
+async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(String, String)]) -> Result<(), Failure> {
+    let url = redact_url(&config.amqp_url);
+    let declared = tokio::time::timeout(CONNECT_DEADLINE, topology.declare(&config.bus)).await;
+    match declared {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) if error.is_permanent() => return Err(Failure::Input(error.into())),
+        Ok(Err(error)) => return Err(Failure::Service(unreachable_broker(&url, &error.to_string()))),
+        Err(_) => return Err(Failure::Service(unreachable_broker(&url, "no answer within 8 seconds"))),
+    }
+    tracing::info!(message = "Declared the RabbitMQ topology.", agencies = topology.agencies().len());
+    let publisher = Arc::new(
+        Publisher::connect(&config.bus, "concordat")
+            .await
+            .map_err(|error| Failure::Service(unreachable_broker(&url, &error.to_string())))?,
+    );
+    let store = tokio::time::timeout(CONNECT_DEADLINE, Store::connect(&config.store_url))
+        .await
+        .map_err(|_| {
+            Failure::Service(anyhow!(
+                "the store at {} did not answer within 8 seconds",
+                store_redact(&config.store_url)
+            ))
+        })?
+        .map_err(|error| match error {
+            StoreError::Unreachable { .. } => Failure::Service(error.into()),
+            other => Failure::Input(other.into()),
+        })?;
+    let (secret, development) = config.subject_key(env).map_err(|error| Failure::Input(error.into()))?;
+    if development {
+        tracing::warn!(
+            message = "No subject key is configured (CONCORDAT_SUBJECT_KEY or subject_key_file): using the development key, which must never be used with real data."
+        );
+    }
+    let keyer = SubjectKeyer::new(&secret).map_err(|error| Failure::Input(anyhow!("the subject key: {error}")))?;
+    let policy = Arc::new(policy);
+    let formats =
+        config.gateway.agencies.iter().filter_map(|(id, access)| Some((id.clone(), access.format?))).collect();
+    let router = Router::new(
+        policy.clone(),
+        &formats,
+        store.clone(),
+        keyer,
+        topology.clone(),
+        Duration::from_secs(config.feedback_due_hours.saturating_mul(3600)),
+    );
+    let gateway = Gateway::new(config.gateway.clone(), &policy, config.adapters.clone(), publisher.clone(), topology)
+        .map_err(|error| Failure::Input(error.into()))?;
+
+    let readiness = Arc::new(Readiness::default());
+    readiness.broker.store(true, Ordering::Release);
+    let admin = bind(config.admin_listen, "the admin listener").await?;
+    let ingest = bind(config.listen, "the ingest listener").await?;
+    tracing::info!(message = "Listening.", ingest = %config.listen, admin = %config.admin_listen);
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let amqp_ingest = tokio::spawn(consume_amqp_ingest(gateway.clone(), config.bus.clone(), shutdown.clone()));
+    let routing = tokio::spawn(run_router(router, config.bus.clone(), shutdown.clone()));
+    let relay = tokio::spawn(run_relay(store.clone(), publisher, shutdown.clone()));
+    let admin = axum::serve(admin, admin::router(readiness)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let ingest = axum::serve(ingest, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let (admin, ingest) = tokio::join!(admin.into_future(), ingest.into_future());
+    // Either listener failing stops the other and the AMQP consumer too.
+    shutdown.cancel();
+    admin.context("serving the admin listener").map_err(Failure::Service)?;
+    ingest.context("serving the ingest listener").map_err(Failure::Service)?;
+    for (what, consumer) in [("the AMQP ingest consumer", amqp_ingest), ("the router", routing)] {
+        match consumer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(Failure::Service(error.into())),
+            Err(error) => return Err(Failure::Service(anyhow!("{what} failed: {error}"))),
+        }
+    }
+    relay.await.map_err(|error| Failure::Service(anyhow!("the outbox relay failed: {error}")))?;
+    store.close().await;
+    tracing::info!(message = "Stopped.");
+    Ok(())
+}
+
+async fn bind(address: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, Failure> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {what} to {address}"))
+        .map_err(Failure::Service)
+}
+
+fn store_redact(url: &str) -> String {
+    concordat_store::redact_url(url)
+}
+
+fn unreachable_broker(url: &str, reason: &str) -> anyhow::Error {
+    anyhow!(
+        "cannot reach RabbitMQ at {url}: {reason}. Start it with `deploy/local/services.sh` (or `rabbitmq-server -detached`), or point CONCORDAT_AMQP_URL at a running broker"
+    )
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(message = "Cannot listen for SIGTERM.", %error);
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!(message = "Shutting down.");
+    shutdown.cancel();
+}
