@@ -30,12 +30,7 @@ pub(crate) fn ingest(
     config: &PoliceConfig,
 ) -> Result<Vec<CrisisEvent>, IngestError> {
     check_content_type(&cx.content_type)?;
-    let value: Value = serde_json::from_slice(payload).map_err(|error| IngestError::Syntax {
-        format: "JSON",
-        reason: classify(&error).to_owned(),
-        line: error.line(),
-        column: error.column(),
-    })?;
+    let value: Value = serde_json::from_slice(payload).map_err(|error| IngestError::json_syntax(&error))?;
     let problems = schema::check(&value);
     if !problems.is_empty() {
         return Err(IngestError::Invalid(problems));
@@ -43,7 +38,10 @@ pub(crate) fn ingest(
     let incident: Incident = serde_json::from_value(value).map_err(|error| {
         IngestError::invalid(
             "",
-            format!("valid against police-incident.v1 but not the adapter's types ({})", classify(&error)),
+            format!(
+                "valid against police-incident.v1 but not the adapter's types ({})",
+                concordat_episode::json_error_category(&error)
+            ),
         )
     })?;
     let payload_sha256 = Sha256Hex::digest(payload);
@@ -65,16 +63,6 @@ fn check_content_type(content_type: &str) -> Result<(), IngestError> {
             content_type: content_type.to_owned(),
             expected: CONTENT_TYPES.iter().map(|known| (*known).to_owned()).collect(),
         })
-    }
-}
-
-/// serde_json's messages can quote the input; report only the category.
-fn classify(error: &serde_json::Error) -> &'static str {
-    match error.classify() {
-        serde_json::error::Category::Io => "I/O error",
-        serde_json::error::Category::Syntax => "syntax error",
-        serde_json::error::Category::Data => "unexpected data",
-        serde_json::error::Category::Eof => "unexpected end of input",
     }
 }
 

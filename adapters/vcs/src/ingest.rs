@@ -90,12 +90,7 @@ impl Origin {
 
 impl Run<'_> {
     fn json(&self, body: &[u8]) -> Result<Vec<CrisisEvent>, IngestError> {
-        let value: Value = serde_json::from_slice(body).map_err(|error| IngestError::Syntax {
-            format: "JSON",
-            reason: json_reason(&error).to_owned(),
-            line: error.line(),
-            column: error.column(),
-        })?;
+        let value: Value = serde_json::from_slice(body).map_err(|error| IngestError::json_syntax(&error))?;
         let mut by_item: HashMap<Option<usize>, Vec<InputProblem>> = HashMap::new();
         let single = !value.is_array();
         for problem in schema::check(&value) {
@@ -533,14 +528,4 @@ fn not_utf8(record: &csv::ByteRecord) -> IngestError {
 fn csv_syntax(error: &csv::Error) -> IngestError {
     let line = error.position().map_or(1, |position| usize::try_from(position.line()).unwrap_or(usize::MAX));
     IngestError::Syntax { format: "CSV", reason: "unreadable record".to_owned(), line, column: 1 }
-}
-
-/// serde_json's messages can quote the input; report only the category.
-fn json_reason(error: &serde_json::Error) -> &'static str {
-    match error.classify() {
-        serde_json::error::Category::Io => "I/O error",
-        serde_json::error::Category::Syntax => "syntax error",
-        serde_json::error::Category::Data => "unexpected data",
-        serde_json::error::Category::Eof => "unexpected end of input",
-    }
 }

@@ -115,6 +115,16 @@ pub enum IngestError {
 }
 
 impl IngestError {
+    /// The error for bytes that are not JSON: where, and what the parser expected, never the input itself.
+    pub fn json_syntax(error: &serde_json::Error) -> Self {
+        Self::Syntax {
+            format: "JSON",
+            reason: crate::schema::json_error_category(error).to_owned(),
+            line: error.line(),
+            column: error.column(),
+        }
+    }
+
     /// A single problem.
     pub fn invalid(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::Invalid(vec![InputProblem::at(pointer, detail)])

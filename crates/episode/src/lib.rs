@@ -26,7 +26,8 @@ pub use ids::{AgencyId, EVENT_ID_NAMESPACE, EpisodeId, EventId, IdError, NonEmpt
 pub use kind::{AgencyKind, EventKind, Phase, RiskLevel, UnknownEventKind, UnknownRiskLevel};
 pub use nhs_number::{NhsNumber, NhsNumberError};
 pub use schema::{
-    CRISIS_EVENT_SCHEMA, EventError, Violation, event_from_value, parse_event, to_validated_json, validate,
+    CRISIS_EVENT_SCHEMA, EventError, Violation, event_from_value, json_error_category, parse_event, to_validated_json,
+    validate,
 };
 pub use time::Timestamp;
 

@@ -123,7 +123,7 @@ pub fn event_from_value(value: Value) -> Result<CrisisEvent, EventError> {
     serde_json::from_value(value).map_err(|error| {
         EventError::Invalid(vec![Violation {
             pointer: String::new(),
-            message: format!("valid against the schema but not the event types ({})", classify(&error)),
+            message: format!("valid against the schema but not the event types ({})", json_error_category(&error)),
         }])
     })
 }
@@ -134,20 +134,21 @@ pub fn event_from_value(value: Value) -> Result<CrisisEvent, EventError> {
 /// [`EventError::Invalid`] when the event breaks the schema.
 pub fn to_validated_json(event: &CrisisEvent) -> Result<Vec<u8>, EventError> {
     let value = serde_json::to_value(event).map_err(|error| {
-        EventError::Invalid(vec![Violation { pointer: String::new(), message: classify(&error).to_owned() }])
+        EventError::Invalid(vec![Violation { pointer: String::new(), message: json_error_category(&error).to_owned() }])
     })?;
     validate(&value).map_err(EventError::Invalid)?;
     serde_json::to_vec(&value).map_err(|error| {
-        EventError::Invalid(vec![Violation { pointer: String::new(), message: classify(&error).to_owned() }])
+        EventError::Invalid(vec![Violation { pointer: String::new(), message: json_error_category(&error).to_owned() }])
     })
 }
 
 fn json_error(error: &serde_json::Error) -> EventError {
-    EventError::Json { reason: classify(error).to_owned(), line: error.line(), column: error.column() }
+    EventError::Json { reason: json_error_category(error).to_owned(), line: error.line(), column: error.column() }
 }
 
-/// serde_json's messages can quote the input; report only the category.
-fn classify(error: &serde_json::Error) -> &'static str {
+/// What went wrong parsing JSON, in words that never quote the input: serde_json's own messages can (an
+/// unexpected string is quoted whole), and the input may be personal data.
+pub fn json_error_category(error: &serde_json::Error) -> &'static str {
     match error.classify() {
         serde_json::error::Category::Io => "I/O error",
         serde_json::error::Category::Syntax => "syntax error",

@@ -2,6 +2,8 @@
 //! valid one must validate and round-trip through the Rust types unchanged, every invalid one must be
 //! rejected with a message naming the field it gets wrong.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

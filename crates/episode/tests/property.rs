@@ -1,6 +1,8 @@
 //! Any `CrisisEvent` the Rust types can build serializes to schema-valid JSON and reads back equal: the
 //! types and `schemas/crisis-event.v1.json` cannot drift apart unnoticed.
 
+#![allow(clippy::unwrap_used)]
+
 use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone};
 use concordat_episode::*;
 use proptest::collection::vec;
