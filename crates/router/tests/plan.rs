@@ -83,13 +83,18 @@ fn an_s136_detention_notifies_the_place_of_safety_in_fhir() {
     let episode = snapshot(&[("northvale-police", &police)], true);
     let plan = plan(&policy, &directory(&policy), &event, Some(&episode), &[], now());
 
-    assert_eq!(recipients(&plan), ["northvale-mh"]);
-    let delivery = &plan.deliveries[0];
+    // The place of safety hears in FHIR; the AMHP service (the council) is told of an adult's detention.
+    assert_eq!(recipients(&plan), ["northvale-council", "northvale-mh"]);
+    let delivery = &plan.deliveries[1];
     assert_eq!(delivery.content_type, "application/fhir+json");
     let body = String::from_utf8(delivery.body.clone()).unwrap();
     assert!(body.contains(&episode_id().to_string()), "the notification carries the episode id");
     assert!(body.contains("9990000018"), "the agreement shares the NHS number with the place of safety");
     assert!(!body.contains("railway bridge"), "free-text notes are not named by the agreement");
+    let amhp = String::from_utf8(plan.deliveries[0].body.clone()).unwrap();
+    assert!(amhp.contains("Ashby Suite"), "the AMHP service learns where the assessment will be: {amhp}");
+    assert!(!amhp.contains("9990000018"), "the AMHP agreement does not name the NHS number");
+    assert!(!amhp.contains("railway bridge"), "free-text notes are not named by the agreement");
     // Every other agency was decided on, and denied, on the record.
     assert_eq!(plan.decisions.len(), policy.agencies().len() - 1);
 }
