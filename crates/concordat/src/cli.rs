@@ -81,6 +81,24 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Work with the tamper-evident audit log in the store.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// `concordat audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the audit chain from its first record and report the first broken link (exit 1), or how many
+    /// records verified and the head hash (exit 0). Reads the store named by the configuration.
+    Verify {
+        /// The configuration file (default: ./concordat.toml when present, else the built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// The native formats Concordat translates.

@@ -60,6 +60,8 @@ pub struct Config {
     pub subject_key_file: Option<PathBuf>,
     /// How long after an episode opens its originator should have had outcome feedback, in hours.
     pub feedback_due_hours: u64,
+    /// How long an open episode may go without an event before it is closed as quiet, in hours.
+    pub episode_quiet_hours: u64,
 }
 
 fn default_bus() -> BusConfig {
@@ -83,6 +85,7 @@ impl Default for Config {
             adapters: AdapterConfigs::default(),
             subject_key_file: None,
             feedback_due_hours: 24,
+            episode_quiet_hours: 72,
         }
     }
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod config;
+mod ops;
 mod pure;
 mod run;
 
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use crate::cli::{Cli, Command, LogFormat};
+use crate::cli::{AuditCommand, Cli, Command, LogFormat};
 
 /// How a command failed, which decides the exit code (DESIGN.md §6).
 #[derive(Debug)]
@@ -61,6 +62,7 @@ fn try_main(cli: Cli) -> Result<(), Failure> {
             pure::render(adapter, to.as_deref(), purpose.as_deref(), lawful_basis.as_deref(), sent_at.as_deref(), &file)
         }
         Command::Policy { command } => pure::policy(command),
+        Command::Audit { command: AuditCommand::Verify { config } } => ops::audit_verify(config.as_deref(), &env),
     }
 }
 

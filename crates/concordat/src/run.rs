@@ -16,7 +16,7 @@ use anyhow::{Context as _, anyhow};
 use concordat_bus::{Publisher, Topology, redact_url};
 use concordat_gateway::{Gateway, consume_amqp_ingest};
 use concordat_policy::Policy;
-use concordat_router::{Router, run_relay, run_router};
+use concordat_router::{Router, run_housekeeping, run_relay, run_router};
 use concordat_store::{Store, StoreError, SubjectKeyer};
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +26,9 @@ use crate::config::Config;
 
 /// How long start-up may wait for RabbitMQ before giving up with a clear message.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(8);
+
+/// How often quiet episodes are closed and overdue feedback is looked for.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs the broker until SIGINT or SIGTERM.
 ///
@@ -64,18 +67,7 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
             .await
             .map_err(|error| Failure::Service(unreachable_broker(&url, &error.to_string())))?,
     );
-    let store = tokio::time::timeout(CONNECT_DEADLINE, Store::connect(&config.store_url))
-        .await
-        .map_err(|_| {
-            Failure::Service(anyhow!(
-                "the store at {} did not answer within 8 seconds",
-                store_redact(&config.store_url)
-            ))
-        })?
-        .map_err(|error| match error {
-            StoreError::Unreachable { .. } => Failure::Service(error.into()),
-            other => Failure::Input(other.into()),
-        })?;
+    let store = connect_store(&config.store_url).await?;
     let (secret, development) = config.subject_key(env).map_err(|error| Failure::Input(error.into()))?;
     if development {
         tracing::warn!(
@@ -108,6 +100,12 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
     let amqp_ingest = tokio::spawn(consume_amqp_ingest(gateway.clone(), config.bus.clone(), shutdown.clone()));
     let routing = tokio::spawn(run_router(router, config.bus.clone(), shutdown.clone()));
     let relay = tokio::spawn(run_relay(store.clone(), publisher, shutdown.clone()));
+    let housekeeping = tokio::spawn(run_housekeeping(
+        store.clone(),
+        Duration::from_secs(config.episode_quiet_hours.saturating_mul(3600)),
+        HOUSEKEEPING_EVERY,
+        shutdown.clone(),
+    ));
     let admin = axum::serve(admin, admin::router(readiness)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let ingest = axum::serve(ingest, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let (admin, ingest) = tokio::join!(admin.into_future(), ingest.into_future());
@@ -123,9 +121,30 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
         }
     }
     relay.await.map_err(|error| Failure::Service(anyhow!("the outbox relay failed: {error}")))?;
+    housekeeping.await.map_err(|error| Failure::Service(anyhow!("episode housekeeping failed: {error}")))?;
     store.close().await;
     tracing::info!(message = "Stopped.");
     Ok(())
+}
+
+/// Opens the store (running its migrations), waiting at most [`CONNECT_DEADLINE`].
+///
+/// # Errors
+/// [`Failure::Service`] when the database cannot be reached in time, [`Failure::Input`] for a bad URL or a
+/// failed migration.
+pub async fn connect_store(url: &str) -> Result<Store, Failure> {
+    tokio::time::timeout(CONNECT_DEADLINE, Store::connect(url))
+        .await
+        .map_err(|_| {
+            Failure::Service(anyhow!(
+                "the store at {} did not answer within 8 seconds",
+                concordat_store::redact_url(url)
+            ))
+        })?
+        .map_err(|error| match error {
+            StoreError::Unreachable { .. } => Failure::Service(error.into()),
+            other => Failure::Input(other.into()),
+        })
 }
 
 async fn bind(address: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, Failure> {
@@ -133,10 +152,6 @@ async fn bind(address: SocketAddr, what: &str) -> Result<tokio::net::TcpListener
         .await
         .with_context(|| format!("binding {what} to {address}"))
         .map_err(Failure::Service)
-}
-
-fn store_redact(url: &str) -> String {
-    concordat_store::redact_url(url)
 }
 
 fn unreachable_broker(url: &str, reason: &str) -> anyhow::Error {

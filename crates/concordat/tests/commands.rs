@@ -162,3 +162,28 @@ fn policy_render_writes_a_readable_agreement() {
         assert!(document.contains("Northvale Police"), "{format}: the parties are named");
     }
 }
+
+#[test]
+fn audit_verify_reports_a_fresh_store_and_exits_3_when_the_database_is_unreachable() {
+    let data = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", data.path().join("concordat.db").display());
+    let output = Command::new(env!("CARGO_BIN_EXE_concordat"))
+        .current_dir(root())
+        .args(["audit", "verify"])
+        .env("CONCORDAT_STORE_URL", &store_url)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with("audit chain verified: 0 records"), "{}", stdout(&output));
+
+    // Nothing listens on a port just released: the answer of a stopped PostgreSQL.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = Command::new(env!("CARGO_BIN_EXE_concordat"))
+        .current_dir(root())
+        .args(["audit", "verify"])
+        .env("CONCORDAT_STORE_URL", format!("postgres://concordat:hunter2@127.0.0.1:{port}/concordat"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("hunter2"), "the password is not printed: {}", stderr(&output));
+}

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use concordat_episode::{CrisisEvent, EpisodeId, Phase};
+use concordat_episode::{CrisisEvent, Disposition, EpisodeId, EventKind, Phase};
 use concordat_policy::Relation;
 
 /// The outcome of correlation.
@@ -52,4 +52,16 @@ pub fn relations_earned(event: &CrisisEvent, opened: bool) -> BTreeSet<Relation>
         relations.insert(Relation::Originator);
     }
     relations
+}
+
+/// Whether `event` concludes its episode: a discharge, or an assessment that ended in no further action.
+/// Other outcomes (an admission, a referral to home treatment) leave the episode open for what follows;
+/// the quiet period closes it in the end. A closed episode still takes events that carry its ids, and
+/// agreements limited to open episodes stop applying to it.
+pub fn concludes(event: &CrisisEvent) -> bool {
+    match event.kind {
+        EventKind::NhsDischarge => true,
+        EventKind::NhsAssessmentOutcome => event.details.disposition == Some(Disposition::NoFurtherAction),
+        _ => false,
+    }
 }

@@ -7,7 +7,7 @@
 //! commit leaves nothing and the broker redelivers; a crash after it and before the ack redelivers an event
 //! whose dedup mark is already there, so it is acked with no second delivery.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +22,12 @@ use concordat_episode::{
 };
 use concordat_policy::{Decision, Policy, Relation, Verdict};
 use concordat_store::{
-    DecisionId, DeliveryId, NewDelivery, NewEpisode, Store, StoreError, SubjectKey, SubjectKeyer, Tx,
+    CloseReason, DecisionId, DeliveryId, NewDelivery, NewEpisode, Store, StoreError, SubjectKey, SubjectKeyer, Tx,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, info_span, warn};
 
-use crate::correlate::{Correlation, correlate, relations_earned};
+use crate::correlate::{Correlation, concludes, correlate, relations_earned};
 use crate::plan::{AgencyDirectory, EpisodeSnapshot, Plan, plan};
 
 /// The header naming a delivery's event kind.
@@ -194,6 +194,9 @@ impl Router {
                 {
                     tx.mark_feedback_delivered(episode, feedback.event_id, now).await?;
                 }
+                if concludes(&event) {
+                    tx.close_episode(episode, CloseReason::Concluded, now).await?;
+                }
                 (Some(episode), plan)
             }
         };
@@ -356,6 +359,38 @@ pub async fn run_router(router: Router, bus: BusConfig, shutdown: CancellationTo
         async move { router.handle(message).await }
     })
     .await
+}
+
+/// Episode housekeeping, every `every` until `shutdown` fires: closes the episodes with no event for
+/// `quiet` (reason `quiet`, audited) and reports, by count and episode id (no personal data), the episodes
+/// whose originator's outcome feedback is overdue. A failed round is logged and tried again next time.
+pub async fn run_housekeeping(store: Store, quiet: Duration, every: Duration, shutdown: CancellationToken) {
+    let quiet = chrono::Duration::from_std(quiet).unwrap_or(chrono::Duration::MAX);
+    let mut reported = BTreeSet::new();
+    loop {
+        let now = Utc::now();
+        match store.close_quiet_episodes(now - quiet, now).await {
+            Ok(closed) if !closed.is_empty() => info!(message = "Closed quiet episodes.", count = closed.len()),
+            Ok(_) => {}
+            Err(error) => warn!(message = "Closing quiet episodes failed; trying again later.", %error),
+        }
+        match store.episodes_feedback_overdue(now).await {
+            Ok(overdue) => {
+                for episode in overdue.iter().filter(|episode| reported.insert(episode.id)) {
+                    warn!(
+                        message = "Outcome feedback to the originator is overdue.",
+                        episode_id = %episode.id,
+                        originator = %episode.originator,
+                    );
+                }
+            }
+            Err(error) => warn!(message = "Reading overdue feedback failed; trying again later.", %error),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// How long the relay waits before looking at an empty outbox again.

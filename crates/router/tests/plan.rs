@@ -7,10 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use concordat_episode::{
-    AgencyId, CrisisEvent, EPISODE_SYSTEM, EpisodeId, Identifier, NonEmptyString, Timestamp, parse_event,
+    AgencyId, CrisisEvent, Disposition, EPISODE_SYSTEM, EpisodeId, Identifier, NonEmptyString, Timestamp, parse_event,
 };
 use concordat_policy::{EpisodeState, Policy, Relation};
-use concordat_router::{AgencyDirectory, Correlation, EpisodeSnapshot, Plan, correlate, plan, relations_earned};
+use concordat_router::{
+    AgencyDirectory, Correlation, EpisodeSnapshot, Plan, concludes, correlate, plan, relations_earned,
+};
 use uuid::Uuid;
 
 fn root() -> PathBuf {
@@ -197,4 +199,20 @@ fn sources_earn_relations_by_what_they_send() {
     );
     let outcome = example("nhs-assessment-outcome");
     assert_eq!(relations_earned(&outcome, false), BTreeSet::from([Relation::Contributor]));
+}
+
+#[test]
+fn a_discharge_or_no_further_action_concludes_the_episode_and_nothing_else_does() {
+    let mut outcome = example("nhs-assessment-outcome");
+    for (disposition, concluded) in [
+        (Disposition::NoFurtherAction, true),
+        (Disposition::AdmittedFormal, false),
+        (Disposition::ReferredHomeTreatment, false),
+        (Disposition::DischargedWithFollowUp, false),
+    ] {
+        outcome.details.disposition = Some(disposition);
+        assert_eq!(concludes(&outcome), concluded, "{}", disposition.as_str());
+    }
+    assert!(!concludes(&example("police-s136-detention")));
+    assert!(concludes(&example("nhs-discharge")));
 }
