@@ -81,6 +81,29 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Measure the whole pipeline on this machine's RabbitMQ against a raw RabbitMQ baseline, and print
+    /// the figures with a last `result …` line. Uses its own queues and a fresh store; run it from the
+    /// repository root (it posts as the sample area's agencies with their development tokens).
+    Bench {
+        /// The configuration file (default: ./concordat.toml when present, else the built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Synthetic multi-agency episodes posted as fast as possible (throughput).
+        #[arg(long, default_value_t = 300)]
+        episodes: usize,
+        /// Events per second offered in the latency phase.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Episodes posted in the latency phase.
+        #[arg(long, default_value_t = 250)]
+        latency_episodes: usize,
+        /// Concurrent HTTP clients in the throughput phase (and publishers in the baseline).
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// A store to use instead of a fresh SQLite file, e.g. an empty PostgreSQL database.
+        #[arg(long)]
+        store_url: Option<String>,
+    },
     /// Work with the tamper-evident audit log in the store.
     Audit {
         /// What to do.

@@ -2,6 +2,7 @@
 //! runtime; the components it wires live in their own crates.
 
 mod admin;
+mod bench;
 mod cli;
 mod config;
 mod ops;
@@ -40,7 +41,9 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The benchmark prints its own figures; the pipeline's per-event lines would drown them.
+    let default_level = if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" };
+    init_logging(cli.log_format, default_level);
     match try_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -62,13 +65,17 @@ fn try_main(cli: Cli) -> Result<(), Failure> {
             pure::render(adapter, to.as_deref(), purpose.as_deref(), lawful_basis.as_deref(), sent_at.as_deref(), &file)
         }
         Command::Policy { command } => pure::policy(command),
+        Command::Bench { config, episodes, rate, latency_episodes, concurrency, store_url } => {
+            let args = bench::BenchArgs { config, episodes, rate, latency_episodes, concurrency, store_url };
+            bench::bench(&args, &env)
+        }
         Command::Audit { command: AuditCommand::Verify { config } } => ops::audit_verify(config.as_deref(), &env),
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CONCORDAT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
         // lapin's own warning about a returned message prints the whole message, body and all, and a body
         // holds personal data; whatever the operator asks for, lapin speaks only of errors.
         .add_directive(LAPIN_ONLY_ERRORS.parse().expect("a valid directive"));

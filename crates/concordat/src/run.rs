@@ -52,7 +52,29 @@ pub fn run(config_file: Option<&Path>, env: &[(String, String)]) -> Result<(), F
     runtime.block_on(serve(config, policy, topology, env))
 }
 
-async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(String, String)]) -> Result<(), Failure> {
+/// The pipeline's parts, connected and ready to run: what `run` serves and what `bench` drives.
+pub struct Wired {
+    /// The router, on `concordat.router`.
+    pub router: Router,
+    /// The ingest gateway.
+    pub gateway: Gateway,
+    /// The store, migrated.
+    pub store: Store,
+    /// The confirmed publisher the gateway and the relay share.
+    pub publisher: Arc<Publisher>,
+}
+
+/// Declares `topology`, connects the publisher and the store, and builds the router and the gateway.
+///
+/// # Errors
+/// [`Failure::Service`] when RabbitMQ or the database cannot be reached, [`Failure::Input`] for a
+/// configuration they refuse.
+pub async fn wire(
+    config: &Config,
+    policy: Arc<Policy>,
+    topology: &Topology,
+    env: &[(String, String)],
+) -> Result<Wired, Failure> {
     let url = redact_url(&config.amqp_url);
     let declared = tokio::time::timeout(CONNECT_DEADLINE, topology.declare(&config.bus)).await;
     match declared {
@@ -75,7 +97,6 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
         );
     }
     let keyer = SubjectKeyer::new(&secret).map_err(|error| Failure::Input(anyhow!("the subject key: {error}")))?;
-    let policy = Arc::new(policy);
     let formats =
         config.gateway.agencies.iter().filter_map(|(id, access)| Some((id.clone(), access.format?))).collect();
     let router = Router::new(
@@ -86,8 +107,14 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
         topology.clone(),
         Duration::from_secs(config.feedback_due_hours.saturating_mul(3600)),
     );
-    let gateway = Gateway::new(config.gateway.clone(), &policy, config.adapters.clone(), publisher.clone(), topology)
-        .map_err(|error| Failure::Input(error.into()))?;
+    let gateway =
+        Gateway::new(config.gateway.clone(), &policy, config.adapters.clone(), publisher.clone(), topology.clone())
+            .map_err(|error| Failure::Input(error.into()))?;
+    Ok(Wired { router, gateway, store, publisher })
+}
+
+async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(String, String)]) -> Result<(), Failure> {
+    let Wired { router, gateway, store, publisher } = wire(&config, Arc::new(policy), &topology, env).await?;
 
     let readiness = Arc::new(Readiness::default());
     readiness.broker.store(true, Ordering::Release);

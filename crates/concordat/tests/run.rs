@@ -136,3 +136,30 @@ fn a_usage_error_exits_2() {
     let output = concordat().args(["run", "--no-such-flag"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn bench_drives_a_few_episodes_and_ends_with_a_machine_readable_result_line() {
+    let output = concordat()
+        .args(["bench", "--config", "deploy/local/concordat.toml"])
+        .args(["--episodes", "3", "--latency-episodes", "3", "--rate", "50", "--concurrency", "2"])
+        .env("CONCORDAT_AMQP_URL", amqp_url())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let last = stdout.lines().last().unwrap_or_default();
+    let fields: Vec<(&str, &str)> =
+        last.strip_prefix("result ").unwrap().split(' ').map(|field| field.split_once('=').unwrap()).collect();
+    let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, ["events_per_s", "baseline_per_s", "ratio", "p50_ms", "p99_ms", "rss_mb", "store"]);
+    for (name, value) in &fields[..6] {
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{name}={value} is not a number"));
+        assert!(value > 0.0, "{name} was measured: {last}");
+    }
+    assert_eq!(fields[6].1, "sqlite");
+    // It cleans up after itself: no queue of its prefix is left behind.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let prefix = stderr.split("queues under the prefix ").nth(1).and_then(|rest| rest.split(',').next()).unwrap();
+    let queues = Command::new("rabbitmqctl").args(["-q", "list_queues", "name"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&queues.stdout).contains(prefix), "the bench left queues {prefix}.* behind");
+}
