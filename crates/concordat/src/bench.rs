@@ -235,8 +235,8 @@ async fn measure(
     let address = listener.local_addr().context("the bench's ingest port").map_err(Failure::Service)?;
     let serving = axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::spawn(async move { serving.await });
+    tokio::spawn(concordat_router::run_relay(store.clone(), publisher.clone(), router.relay_wake(), shutdown.clone()));
     tokio::spawn(concordat_router::run_router(router, config.bus.clone(), shutdown.clone()));
-    tokio::spawn(concordat_router::run_relay(store.clone(), publisher.clone(), shutdown.clone()));
 
     let arrivals = Arc::new(Mutex::new(Arrivals::default()));
     let (sender, mut received) = mpsc::unbounded_channel::<(Option<[u8; 16]>, Instant)>();

@@ -125,8 +125,8 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let amqp_ingest = tokio::spawn(consume_amqp_ingest(gateway.clone(), config.bus.clone(), shutdown.clone()));
+    let relay = tokio::spawn(run_relay(store.clone(), publisher, router.relay_wake(), shutdown.clone()));
     let routing = tokio::spawn(run_router(router, config.bus.clone(), shutdown.clone()));
-    let relay = tokio::spawn(run_relay(store.clone(), publisher, shutdown.clone()));
     let housekeeping = tokio::spawn(run_housekeeping(
         store.clone(),
         Duration::from_secs(config.episode_quiet_hours.saturating_mul(3600)),

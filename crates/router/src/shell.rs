@@ -24,6 +24,7 @@ use concordat_policy::{Decision, Policy, Relation, Verdict};
 use concordat_store::{
     CloseReason, DecisionId, DeliveryId, NewDelivery, NewEpisode, Store, StoreError, SubjectKey, SubjectKeyer, Tx,
 };
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, info_span, warn};
 
@@ -46,6 +47,7 @@ pub struct Router {
     keyer: Arc<SubjectKeyer>,
     topology: Topology,
     feedback_due: chrono::Duration,
+    relay_wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Router {
@@ -102,7 +104,13 @@ impl Router {
     ) -> Self {
         let directory = Arc::new(AgencyDirectory::new(&policy, formats));
         let feedback_due = chrono::Duration::from_std(feedback_due).unwrap_or(chrono::Duration::days(1));
-        Self { policy, directory, store, keyer: Arc::new(keyer), topology, feedback_due }
+        Self { policy, directory, store, keyer: Arc::new(keyer), topology, feedback_due, relay_wake: Arc::default() }
+    }
+
+    /// What the router signals after each commit that wrote deliveries: give it to [`run_relay`] in the
+    /// same process so the outbox goes out at once instead of at the relay's next look.
+    pub fn relay_wake(&self) -> Arc<Notify> {
+        self.relay_wake.clone()
     }
 
     /// Settles one message from `concordat.router`.
@@ -206,6 +214,9 @@ impl Router {
         self.write(&mut tx, &plan, episode, now, traceparent).await?;
         tx.mark_processed(event.event_id, episode, now).await?;
         tx.commit().await?;
+        if !plan.deliveries.is_empty() {
+            self.relay_wake.notify_one();
+        }
         Ok(Routed::Done { episode, decisions: plan.decisions.len(), deliveries: plan.deliveries.len() })
     }
 
@@ -393,15 +404,17 @@ pub async fn run_housekeeping(store: Store, quiet: Duration, every: Duration, sh
     }
 }
 
-/// How long the relay waits before looking at an empty outbox again.
-const RELAY_IDLE: Duration = Duration::from_millis(100);
+/// How long the relay waits before looking at an empty outbox again, unless woken: rows written by
+/// another process (a retry from the command line) wait at most this long.
+const RELAY_IDLE: Duration = Duration::from_millis(500);
 /// How many outbox rows the relay publishes in one confirmed batch.
 const RELAY_BATCH: u32 = 64;
 
 /// Publishes the outbox to `concordat.deliver` with confirms, oldest first, and marks rows sent only after
 /// RabbitMQ confirmed them. A crash between the confirm and the mark republishes the same message ids;
-/// consumers dedupe by message id. Runs until `shutdown` fires.
-pub async fn run_relay(store: Store, publisher: Arc<Publisher>, shutdown: CancellationToken) {
+/// consumers dedupe by message id. `wake` (from [`Router::relay_wake`]) cuts an idle wait short. Runs until
+/// `shutdown` fires.
+pub async fn run_relay(store: Store, publisher: Arc<Publisher>, wake: Arc<Notify>, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
         let wait = match relay_once(&store, &publisher).await {
@@ -418,9 +431,18 @@ pub async fn run_relay(store: Store, publisher: Arc<Publisher>, shutdown: Cancel
                 wait
             }
         };
+        let woken = async {
+            // A failed round backs off in full; an idle one ends early when the router commits.
+            if wait == RELAY_IDLE {
+                wake.notified().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(wait) => {}
+            () = woken => {}
         }
     }
 }

@@ -61,8 +61,8 @@ impl Harness {
         let router =
             Router::new(policy, &BTreeMap::new(), store.clone(), keyer, topology.clone(), Duration::from_secs(3600));
         let shutdown = CancellationToken::new();
+        tokio::spawn(run_relay(store.clone(), publisher.clone(), router.relay_wake(), shutdown.clone()));
         tokio::spawn(run_router(router, bus(), shutdown.clone()));
-        tokio::spawn(run_relay(store.clone(), publisher.clone(), shutdown.clone()));
         let mut inboxes = BTreeMap::new();
         for agency in ["northvale-mh", "northvale-police", "safe-haven"] {
             let (sender, receiver) = mpsc::unbounded_channel();
