@@ -1,8 +1,8 @@
 //! Commands an operator runs against the store of a configured broker, without starting it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow};
 use concordat_store::StoreError;
 
 use crate::Failure;
@@ -17,6 +17,16 @@ use crate::run::connect_store;
 /// See above.
 pub fn audit_verify(config_file: Option<&Path>, env: &[(String, String)]) -> Result<(), Failure> {
     let (config, _) = Config::load(config_file, env).map_err(|error| Failure::Input(error.into()))?;
+    // Opening a SQLite store creates it: a mistyped path would verify an empty chain. Refuse instead.
+    if let Some(path) = sqlite_file(&config.store_url)
+        && !path.exists()
+    {
+        return Err(Failure::Input(anyhow!(
+            "there is no store at {} (store_url {}): nothing to verify",
+            path.display(),
+            config.store_url
+        )));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -36,4 +46,12 @@ pub fn audit_verify(config_file: Option<&Path>, env: &[(String, String)]) -> Res
             Err(error) => Err(Failure::Input(error.into())),
         }
     })
+}
+
+/// The file of a `sqlite:` store URL (`sqlite://data/concordat.db?mode=rwc` is `data/concordat.db`); `None`
+/// for other stores and in-memory databases.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }

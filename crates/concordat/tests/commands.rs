@@ -164,17 +164,19 @@ fn policy_render_writes_a_readable_agreement() {
 }
 
 #[test]
-fn audit_verify_reports_a_fresh_store_and_exits_3_when_the_database_is_unreachable() {
+fn audit_verify_refuses_a_missing_store_and_exits_3_when_the_database_is_unreachable() {
+    // A mistyped SQLite path is not an empty, sound chain: nothing is created and the path is named.
     let data = tempfile::tempdir().unwrap();
-    let store_url = format!("sqlite://{}", data.path().join("concordat.db").display());
+    let missing = data.path().join("concordat.db");
     let output = Command::new(env!("CARGO_BIN_EXE_concordat"))
         .current_dir(root())
         .args(["audit", "verify"])
-        .env("CONCORDAT_STORE_URL", &store_url)
+        .env("CONCORDAT_STORE_URL", format!("sqlite://{}", missing.display()))
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(stdout(&output).starts_with("audit chain verified: 0 records"), "{}", stdout(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("there is no store at"), "{}", stderr(&output));
+    assert!(!missing.exists(), "verify created a store");
 
     // Nothing listens on a port just released: the answer of a stopped PostgreSQL.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

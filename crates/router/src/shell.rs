@@ -387,6 +387,8 @@ pub async fn run_housekeeping(store: Store, quiet: Duration, every: Duration, sh
         }
         match store.episodes_feedback_overdue(now).await {
             Ok(overdue) => {
+                // Remember only what is still overdue, so the set stays as small as the backlog.
+                reported.retain(|id| overdue.iter().any(|episode| episode.id == *id));
                 for episode in overdue.iter().filter(|episode| reported.insert(episode.id)) {
                     warn!(
                         message = "Outcome feedback to the originator is overdue.",
