@@ -1,5 +1,6 @@
-//! The acking consumer: reads one queue with bounded prefetch, hands each message to an async handler, and
-//! settles it by the handler's [`Outcome`]; reconnects on its own when the connection or channel dies.
+//! The acking consumer: reads one queue with bounded prefetch, hands each message (or, with
+//! [`consume_batches`], each batch of messages already waiting) to an async handler, and settles it by the
+//! handler's [`Outcome`]; reconnects on its own when the connection or channel dies.
 //!
 //! A message is acked only after its handler returned [`Outcome::Ack`], so a handler acks after its
 //! commit (DESIGN.md §7, invariant 2). A poison message is copied to `concordat.dead.{stage}` and acked
@@ -11,7 +12,7 @@
 use std::fmt;
 use std::future::Future;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt as _, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
@@ -114,10 +115,48 @@ where
     F: FnMut(IncomingMessage) -> Fut,
     Fut: Future<Output = Outcome>,
 {
+    consume_batches(config, subscription, shutdown, 1, move |mut batch: Vec<IncomingMessage>| {
+        let handled = batch.pop().map(&mut handler);
+        async move {
+            match handled {
+                Some(outcome) => vec![outcome.await],
+                None => Vec::new(),
+            }
+        }
+    })
+    .await
+}
+
+/// Like [`consume`], but hands the handler every message already waiting, up to `max_batch` (and never
+/// more than `prefetch`), as one batch, so that a handler can commit their effects together.
+///
+/// A batch is never waited for: the consumer takes the first message as soon as it arrives and adds only
+/// those the broker has already delivered to this process, so at a low rate each batch holds one message
+/// and no latency is added; under load the batches grow to what arrived while the last one was handled.
+///
+/// The handler returns one [`Outcome`] per message, in the batch's order; each message is then settled as
+/// [`consume`] settles it (ack, requeue, or dead-letter). A message the handler gave no outcome for is
+/// requeued, as for [`Outcome::Retry`]. Shutdown finishes the batch in hand.
+///
+/// # Errors
+///
+/// As [`consume`].
+pub async fn consume_batches<F, Fut>(
+    config: BusConfig,
+    subscription: Subscription,
+    shutdown: CancellationToken,
+    max_batch: usize,
+    mut handler: F,
+) -> Result<(), ConsumeError>
+where
+    F: FnMut(Vec<IncomingMessage>) -> Fut,
+    Fut: Future<Output = Vec<Outcome>>,
+{
     config.validate()?;
     let mut backoff = config.backoff().map_err(ConfigError::from)?;
+    let max_batch = max_batch.clamp(1, usize::from(config.prefetch));
     loop {
-        match session(&config, &subscription, &shutdown, &mut handler, &mut backoff).await {
+        match session(&config, &subscription, &shutdown, max_batch, &mut handler, &mut backoff).await {
             Ok(()) => return Ok(()),
             Err(Interruption::Topology(source)) if source.is_permanent() => {
                 error!(
@@ -156,18 +195,19 @@ async fn warn_reconnect(
 
 /// One connection's worth of consuming. Returns `Ok(())` only on shutdown.
 ///
-/// The shutdown check happens between messages only: a handler that has started always runs to its
-/// settlement.
+/// The shutdown check happens between batches only: a handler that has started always runs to the
+/// settlement of its batch.
 async fn session<F, Fut>(
     config: &BusConfig,
     subscription: &Subscription,
     shutdown: &CancellationToken,
+    max_batch: usize,
     handler: &mut F,
     backoff: &mut Backoff,
 ) -> Result<(), Interruption>
 where
-    F: FnMut(IncomingMessage) -> Fut,
-    Fut: Future<Output = Outcome>,
+    F: FnMut(Vec<IncomingMessage>) -> Fut,
+    Fut: Future<Output = Vec<Outcome>>,
 {
     // Nothing is in hand while connecting, so shutdown may cut it short.
     let (connection, _channel, dead_letters, mut consumer) = tokio::select! {
@@ -180,6 +220,7 @@ where
         queue = subscription.queue(),
         connection_name = subscription.connection_name(),
         prefetch = config.prefetch,
+        max_batch,
         "Consuming."
     );
 
@@ -189,17 +230,38 @@ where
             () = shutdown.cancelled() => break Ok(()),
             next = consumer.next() => next,
         };
-        let delivery = match next {
-            Some(Ok(delivery)) => delivery,
+        let mut batch = match next {
+            Some(Ok(delivery)) => vec![delivery],
             Some(Err(error)) => break Err(Interruption::Connection(error)),
             None => break Err(Interruption::Cancelled),
         };
+        // Add what has already arrived, without waiting for more.
+        let mut interrupted = None;
+        while batch.len() < max_batch {
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(delivery))) => batch.push(delivery),
+                Some(Some(Err(error))) => {
+                    interrupted = Some(Interruption::Connection(error));
+                    break;
+                }
+                Some(None) => {
+                    interrupted = Some(Interruption::Cancelled);
+                    break;
+                }
+                None => break,
+            }
+        }
+        if let Some(interruption) = interrupted {
+            // The channel is gone: what was taken cannot be acked, and the broker will redeliver it.
+            break Err(interruption);
+        }
         // A delivery buffered before its channel died cannot be acked; the broker will redeliver it, so
         // running the handler now would only repeat work.
-        if delivery.acker.poisoned() {
+        batch.retain(|delivery| !delivery.acker.poisoned());
+        if batch.is_empty() {
             continue;
         }
-        if let Err(interruption) = handle(config, subscription, &dead_letters, handler, delivery).await {
+        if let Err(interruption) = handle(config, subscription, &dead_letters, handler, batch).await {
             break Err(interruption);
         }
     };
@@ -234,50 +296,92 @@ async fn connect(
     Ok((connection, channel, dead_letters, consumer))
 }
 
-/// Runs the handler on one delivery and settles it.
+/// Runs the handler on one batch of deliveries and settles each by its outcome, in order.
 async fn handle<F, Fut>(
     config: &BusConfig,
     subscription: &Subscription,
     dead_letters: &Channel,
     handler: &mut F,
-    delivery: Delivery,
+    batch: Vec<Delivery>,
 ) -> Result<(), Interruption>
 where
-    F: FnMut(IncomingMessage) -> Fut,
-    Fut: Future<Output = Outcome>,
+    F: FnMut(Vec<IncomingMessage>) -> Fut,
+    Fut: Future<Output = Vec<Outcome>>,
 {
-    let Delivery { data, exchange, routing_key, redelivered, properties, acker, .. } = delivery;
-    let message = IncomingMessage::new(data, &properties, exchange.as_str(), routing_key.as_str(), redelivered);
-    let span = info_span!(
-        "consume",
-        queue = subscription.queue(),
-        message_id = message.message_id().unwrap_or_default(),
-        delivery_count = message.delivery_count(),
-        redelivered,
-    );
-    async {
-        let outcome = handler(message.clone()).await;
-        match outcome {
-            Outcome::Ack => {
-                ack(&acker).await?;
-                debug!("Acked.");
-                Ok(())
-            }
-            Outcome::Retry { reason } if message.delivery_count() >= config.delivery_limit => {
-                let reason = format!("{reason} (still failing after {} deliveries)", message.delivery_count());
-                dead_letter(config, subscription, dead_letters, &message, &properties, &acker, &reason).await
-            }
-            Outcome::Retry { reason } => {
-                warn!(%reason, "Handler asked to retry; requeueing.");
-                nack_requeue(&acker).await
-            }
-            Outcome::DeadLetter { reason } => {
-                dead_letter(config, subscription, dead_letters, &message, &properties, &acker, &reason).await
-            }
+    let received: Vec<Received> = batch
+        .into_iter()
+        .map(|delivery| {
+            let Delivery { data, exchange, routing_key, redelivered, properties, acker, .. } = delivery;
+            let message = IncomingMessage::new(data, &properties, exchange.as_str(), routing_key.as_str(), redelivered);
+            Received { message, properties, acker }
+        })
+        .collect();
+    let span = match received.as_slice() {
+        [one] => info_span!(
+            "consume",
+            queue = subscription.queue(),
+            message_id = one.message.message_id().unwrap_or_default(),
+            delivery_count = one.message.delivery_count(),
+            redelivered = one.message.redelivered(),
+        ),
+        many => info_span!("consume", queue = subscription.queue(), messages = many.len()),
+    };
+    let outcomes = handler(received.iter().map(|each| each.message.clone()).collect()).instrument(span.clone()).await;
+    let mut outcomes = outcomes.into_iter();
+    for each in &received {
+        let outcome = outcomes
+            .next()
+            .unwrap_or_else(|| Outcome::Retry { reason: "the handler gave no outcome for the message".to_owned() });
+        let span = if received.len() == 1 {
+            span.clone()
+        } else {
+            info_span!(
+                parent: &span,
+                "settle",
+                message_id = each.message.message_id().unwrap_or_default(),
+                delivery_count = each.message.delivery_count(),
+                redelivered = each.message.redelivered(),
+            )
+        };
+        settle(config, subscription, dead_letters, each, outcome).instrument(span).await?;
+    }
+    Ok(())
+}
+
+/// A delivery taken apart: what the handler sees, and what settling it needs.
+struct Received {
+    message: IncomingMessage,
+    properties: BasicProperties,
+    acker: Acker,
+}
+
+/// Settles one delivery by its outcome.
+async fn settle(
+    config: &BusConfig,
+    subscription: &Subscription,
+    dead_letters: &Channel,
+    received: &Received,
+    outcome: Outcome,
+) -> Result<(), Interruption> {
+    let Received { message, properties, acker } = received;
+    match outcome {
+        Outcome::Ack => {
+            ack(acker).await?;
+            debug!("Acked.");
+            Ok(())
+        }
+        Outcome::Retry { reason } if message.delivery_count() >= config.delivery_limit => {
+            let reason = format!("{reason} (still failing after {} deliveries)", message.delivery_count());
+            dead_letter(config, subscription, dead_letters, message, properties, acker, &reason).await
+        }
+        Outcome::Retry { reason } => {
+            warn!(%reason, "Handler asked to retry; requeueing.");
+            nack_requeue(acker).await
+        }
+        Outcome::DeadLetter { reason } => {
+            dead_letter(config, subscription, dead_letters, message, properties, acker, &reason).await
         }
     }
-    .instrument(span)
-    .await
 }
 
 async fn ack(acker: &Acker) -> Result<(), Interruption> {

@@ -24,7 +24,7 @@ mod trace_context;
 
 pub use backoff::{Backoff, InvalidBackoff, jittered};
 pub use config::{BusConfig, ConfigError, redact_url};
-pub use consumer::{ConsumeError, Outcome, consume};
+pub use consumer::{ConsumeError, Outcome, consume, consume_batches};
 pub use message::{
     DELIVERY_COUNT_HEADER, ERROR_HEADER, IncomingMessage, InvalidMessage, ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER, OutgoingMessage, QUORUM_DELIVERY_COUNT_HEADER, STAGE_HEADER,

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use common::{close_connections_named, config, message, message_count, take, wait
 use concordat_bus::{
     ConsumeError, DELIVERY_COUNT_HEADER, ERROR_HEADER, IncomingMessage, ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER, Outcome, PublishError, Publisher, STAGE_HEADER, Stage, Subscription,
-    TRACEPARENT_HEADER, TopologyError, consume,
+    TRACEPARENT_HEADER, TopologyError, consume, consume_batches,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -83,6 +84,90 @@ async fn batch_publish_confirms_every_message() {
                 (0..300).map(|n| message(&topology.deliver_exchange(), "met", &format!("d-{n}"))).collect();
             publisher.publish_batch(&batch).await.expect("batch is confirmed");
             assert_eq!(message_count(&config, &topology.inbox_queue("met")).await, 300);
+            publisher.close().await;
+        }
+    })
+    .await;
+}
+
+/// `consume_batches` hands over what is waiting, never more than `max_batch`, and settles each message by
+/// its own outcome: acked, dead-lettered, or (given no outcome) requeued and seen again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_hold_what_is_waiting_and_settle_each_message_by_its_outcome() {
+    let config = config();
+    with_topology(&config, &[], |topology| {
+        let config = config.clone();
+        async move {
+            let publisher =
+                Publisher::connect(&config, "concordat-bus-test-batches").await.expect("publisher connects");
+            let sent: Vec<_> = (0..20)
+                .map(|n| message(&topology.events_exchange(), "police.met.police.s136_detention", &format!("b-{n}")))
+                .collect();
+            publisher.publish_batch(&sent).await.expect("batch is confirmed");
+
+            let seen = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
+            let shutdown = CancellationToken::new();
+            let consumer = tokio::spawn(consume_batches(
+                config.clone(),
+                Subscription::router(topology.clone(), "concordat-bus-test-batches-consumer"),
+                shutdown.clone(),
+                8,
+                {
+                    let seen = seen.clone();
+                    let b19_requeued = Arc::new(AtomicBool::new(false));
+                    move |batch: Vec<IncomingMessage>| {
+                        let b19_requeued = b19_requeued.clone();
+                        let ids: Vec<String> =
+                            batch.iter().map(|m| m.message_id().unwrap_or_default().to_owned()).collect();
+                        let first = seen.lock().expect("not poisoned").is_empty();
+                        seen.lock().expect("not poisoned").push(ids.clone());
+                        async move {
+                            if first {
+                                // Let the rest of the queue reach the consumer's buffer.
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                            let mut outcomes: Vec<Outcome> = ids
+                                .iter()
+                                .map(|id| match id.as_str() {
+                                    "b-7" => Outcome::DeadLetter { reason: "seven is poison".to_owned() },
+                                    _ => Outcome::Ack,
+                                })
+                                .collect();
+                            // The first time b-19 (the last sent, so last in its batch) is seen, it gets no
+                            // outcome: requeued.
+                            if ids.last().is_some_and(|id| id == "b-19") && !b19_requeued.swap(true, Ordering::SeqCst) {
+                                outcomes.pop();
+                            }
+                            outcomes
+                        }
+                    }
+                },
+            ));
+            let dead =
+                take(&config, &topology.dead_letter_queue(Stage::Router), SOON).await.expect("a dead letter arrives");
+            assert_eq!(dead.message_id().as_deref(), Some("b-7"));
+            assert_eq!(dead.header(ERROR_HEADER).as_deref(), Some("seven is poison"));
+            let deadline = tokio::time::Instant::now() + SOON;
+            while seen.lock().expect("not poisoned").iter().flatten().filter(|id| *id == "b-19").count() < 2 {
+                assert!(tokio::time::Instant::now() < deadline, "b-19 was not redelivered");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            shutdown.cancel();
+            consumer.await.expect("joins").expect("stops cleanly");
+
+            let batches = seen.lock().expect("not poisoned").clone();
+            assert!(batches.iter().all(|batch| !batch.is_empty() && batch.len() <= 8), "batch sizes: {batches:?}");
+            assert!(
+                batches.iter().any(|batch| batch.len() == 8),
+                "the waiting messages came in full batches: {batches:?}"
+            );
+            let mut every: Vec<&String> = batches.iter().flatten().collect();
+            every.sort();
+            let mut expected: Vec<String> = (0..20).map(|n| format!("b-{n}")).collect();
+            expected.push("b-19".to_owned());
+            expected.sort();
+            assert_eq!(every, expected.iter().collect::<Vec<_>>(), "each once, b-19 twice");
+            assert_eq!(message_count(&config, &topology.router_queue()).await, 0, "all settled");
             publisher.close().await;
         }
     })

@@ -13,6 +13,6 @@ mod shell;
 pub use correlate::{Correlation, concludes, correlate, relations_earned};
 pub use plan::{AgencyDirectory, Delivery, EpisodeSnapshot, Plan, RenderFailure, plan};
 pub use shell::{
-    DECISION_HEADER, EPISODE_HEADER, KIND_HEADER, RelayError, RouteError, Routed, Router, run_housekeeping, run_relay,
-    run_router,
+    DECISION_HEADER, EPISODE_HEADER, KIND_HEADER, ROUTER_BATCH, RelayError, RouteError, Routed, Router,
+    run_housekeeping, run_relay, run_router,
 };

@@ -1,9 +1,10 @@
-//! The router's imperative shell: consume `concordat.router`, run one store transaction per event around
-//! [`crate::plan`], ack only after it committed; and the relay that publishes the outbox to
+//! The router's imperative shell: consume `concordat.router`, run one store transaction per batch of
+//! events around [`crate::plan`], ack only after it committed; and the relay that publishes the outbox to
 //! `concordat.deliver` with confirms.
 //!
 //! Order matters here (DESIGN.md §7, invariant 2): the dedup mark, the episode changes, every decision, every
-//! outbox row and the audit records commit together, and only then is the event acked. A crash before the
+//! outbox row and the audit records commit together, and only then is the event acked. A batch commits the
+//! events waiting together (one commit instead of one per event); the guarantees are each event's. A crash before the
 //! commit leaves nothing and the broker redelivers; a crash after it and before the ack redelivers an event
 //! whose dedup mark is already there, so it is acked with no second delivery.
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use concordat_bus::{
     BusConfig, ConsumeError, IncomingMessage, Outcome, OutgoingMessage, Publisher, Subscription, Topology, TraceParent,
-    consume,
+    consume_batches,
 };
 use concordat_episode::{
     AgencyId, CrisisEvent, EPISODE_SYSTEM, EpisodeId, EventKind, Identifier, NonEmptyString, Timestamp, derived_id,
@@ -115,37 +116,57 @@ impl Router {
 
     /// Settles one message from `concordat.router`.
     pub async fn handle(&self, message: IncomingMessage) -> Outcome {
-        let event = match parse_event(message.body()) {
-            Ok(event) => event,
-            Err(error) => return Outcome::DeadLetter { reason: format!("not a canonical crisis event: {error}") },
-        };
-        let traceparent = message.traceparent().and_then(Result::ok).unwrap_or_else(TraceParent::new_root);
-        let span = info_span!("route", event_id = %event.event_id, kind = %event.kind, agency = %event.source.agency);
-        async {
-            match self.route(event, Utc::now(), &traceparent).await {
-                Ok(Routed::Duplicate) => {
-                    info!(message = "Already routed; acking the redelivery.");
-                    Outcome::Ack
+        self.handle_batch(vec![message])
+            .await
+            .pop()
+            .unwrap_or_else(|| Outcome::Retry { reason: "the router gave no outcome".to_owned() })
+    }
+
+    /// Settles a batch of messages from `concordat.router`, one outcome per message in order.
+    ///
+    /// The events are routed in one store transaction (one commit for the batch). An event that cannot be
+    /// routed does not hold the others back: a conflict is found before anything of it is written, so the
+    /// batch goes on without it; after any other failure the transaction is dropped and each event is
+    /// routed again in a transaction of its own, so that only the failing one is retried or dead-lettered.
+    pub async fn handle_batch(&self, messages: Vec<IncomingMessage>) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; messages.len()];
+        let mut routable = Vec::with_capacity(messages.len());
+        for (index, message) in messages.iter().enumerate() {
+            match parse_event(message.body()) {
+                Ok(event) => {
+                    let traceparent = message.traceparent().and_then(Result::ok).unwrap_or_else(TraceParent::new_root);
+                    routable.push((index, event, traceparent));
                 }
-                Ok(Routed::Done { episode, decisions, deliveries }) => {
-                    let episode = episode.map(|id| id.to_string()).unwrap_or_default();
-                    info!(message = "Routed.", episode, decisions, deliveries);
-                    Outcome::Ack
-                }
-                Err(error @ (RouteError::Conflict(_) | RouteError::Render { .. })) => {
-                    warn!(message = "Dead-lettering the event.", %error);
-                    Outcome::DeadLetter { reason: error.to_string() }
-                }
-                Err(RouteError::Store(error)) => {
-                    // Transient or not, a retry is safe (nothing committed); the delivery limit turns a
-                    // persistent failure into a dead letter with this reason.
-                    warn!(message = "Store failed; the event will be retried.", %error);
-                    Outcome::Retry { reason: format!("store: {error}") }
+                Err(error) => {
+                    outcomes[index] =
+                        Some(Outcome::DeadLetter { reason: format!("not a canonical crisis event: {error}") });
                 }
             }
         }
-        .instrument(span)
-        .await
+        let spans: Vec<(usize, tracing::Span)> =
+            routable.iter().map(|(index, event, _)| (*index, route_span(event))).collect();
+        let now = Utc::now();
+        let events: Vec<(CrisisEvent, TraceParent)> =
+            routable.iter().map(|(_, event, traceparent)| (event.clone(), *traceparent)).collect();
+        let results = match self.route_batch(events, now).await {
+            Ok(results) => results,
+            Err(error) if routable.len() == 1 => vec![Err(error)],
+            Err(error) => {
+                warn!(message = "Routing the batch failed; routing its events one by one.", %error, events = routable.len());
+                let mut results = Vec::with_capacity(routable.len());
+                for ((_, event, traceparent), (_, span)) in routable.into_iter().zip(&spans) {
+                    results.push(self.route(event, now, &traceparent).instrument(span.clone()).await);
+                }
+                results
+            }
+        };
+        for ((index, span), result) in spans.into_iter().zip(results) {
+            outcomes[index] = Some(span.in_scope(|| outcome(result)));
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or_else(|| Outcome::Retry { reason: "not routed".to_owned() }))
+            .collect()
     }
 
     /// Routes one event in one store transaction.
@@ -154,11 +175,54 @@ impl Router {
     /// [`RouteError`]; nothing is committed when it fails.
     pub async fn route(
         &self,
-        mut event: CrisisEvent,
+        event: CrisisEvent,
         now: DateTime<Utc>,
         traceparent: &TraceParent,
     ) -> Result<Routed, RouteError> {
         let mut tx = self.store.begin().await?;
+        let routed = self.route_in(&mut tx, event, now, traceparent).await?;
+        tx.commit().await?;
+        if matches!(routed, Routed::Done { deliveries: 1.., .. }) {
+            self.relay_wake.notify_one();
+        }
+        Ok(routed)
+    }
+
+    /// Routes `events` in order in one store transaction, each seeing what those before it wrote: one
+    /// result per event. A conflict is that event's result (nothing of it was written); any other failure
+    /// fails the whole batch, and nothing is committed.
+    ///
+    /// # Errors
+    /// [`RouteError::Render`] or [`RouteError::Store`], for the batch.
+    pub async fn route_batch(
+        &self,
+        events: Vec<(CrisisEvent, TraceParent)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Routed, RouteError>>, RouteError> {
+        let mut tx = self.store.begin().await?;
+        let mut results = Vec::with_capacity(events.len());
+        for (event, traceparent) in events {
+            match self.route_in(&mut tx, event, now, &traceparent).await {
+                Err(conflict @ RouteError::Conflict(_)) => results.push(Err(conflict)),
+                Err(error) => return Err(error),
+                Ok(routed) => results.push(Ok(routed)),
+            }
+        }
+        tx.commit().await?;
+        if results.iter().any(|result| matches!(result, Ok(Routed::Done { deliveries: 1.., .. }))) {
+            self.relay_wake.notify_one();
+        }
+        Ok(results)
+    }
+
+    /// Routes one event inside `tx`. A [`RouteError::Conflict`] is returned before anything is written.
+    async fn route_in(
+        &self,
+        tx: &mut Tx,
+        mut event: CrisisEvent,
+        now: DateTime<Utc>,
+        traceparent: &TraceParent,
+    ) -> Result<Routed, RouteError> {
         if tx.is_processed(event.event_id).await? {
             return Ok(Routed::Duplicate);
         }
@@ -185,10 +249,10 @@ impl Router {
                 let opened = correlation == Correlation::Open;
                 let episode = match correlation {
                     Correlation::Join(id) => id,
-                    _ => self.open(&mut tx, &event, now).await?,
+                    _ => self.open(tx, &event, now).await?,
                 };
                 event.episode.episode_id = Some(episode);
-                let snapshot = self.join(&mut tx, &event, episode, key.as_ref(), opened, now).await?;
+                let snapshot = self.join(tx, &event, episode, key.as_ref(), opened, now).await?;
                 let prior = match (&key, opened) {
                     (Some(key), true) => tx.unattached_for_subject(key).await?,
                     _ => Vec::new(),
@@ -211,12 +275,8 @@ impl Router {
         if let Some(failure) = plan.render_failures.first() {
             return Err(RouteError::Render { recipient: failure.recipient.clone(), reason: failure.error.to_string() });
         }
-        self.write(&mut tx, &plan, episode, now, traceparent).await?;
+        self.write(tx, &plan, episode, now, traceparent).await?;
         tx.mark_processed(event.event_id, episode, now).await?;
-        tx.commit().await?;
-        if !plan.deliveries.is_empty() {
-            self.relay_wake.notify_one();
-        }
         Ok(Routed::Done { episode, decisions: plan.decisions.len(), deliveries: plan.deliveries.len() })
     }
 
@@ -309,6 +369,36 @@ impl Router {
     }
 }
 
+/// The span an event's routing is logged in: ids and kinds only.
+fn route_span(event: &CrisisEvent) -> tracing::Span {
+    info_span!("route", event_id = %event.event_id, kind = %event.kind, agency = %event.source.agency)
+}
+
+/// How a routing result settles its message, logged in the event's span.
+fn outcome(result: Result<Routed, RouteError>) -> Outcome {
+    match result {
+        Ok(Routed::Duplicate) => {
+            info!(message = "Already routed; acking the redelivery.");
+            Outcome::Ack
+        }
+        Ok(Routed::Done { episode, decisions, deliveries }) => {
+            let episode = episode.map(|id| id.to_string()).unwrap_or_default();
+            info!(message = "Routed.", episode, decisions, deliveries);
+            Outcome::Ack
+        }
+        Err(error @ (RouteError::Conflict(_) | RouteError::Render { .. })) => {
+            warn!(message = "Dead-lettering the event.", %error);
+            Outcome::DeadLetter { reason: error.to_string() }
+        }
+        Err(RouteError::Store(error)) => {
+            // Transient or not, a retry is safe (nothing committed); the delivery limit turns a persistent
+            // failure into a dead letter with this reason.
+            warn!(message = "Store failed; the event will be retried.", %error);
+            Outcome::Retry { reason: format!("store: {error}") }
+        }
+    }
+}
+
 // The store and the policy each name the relations; the two lists are the same three words.
 fn stored_relation(relation: Relation) -> concordat_store::Relation {
     match relation {
@@ -359,15 +449,19 @@ fn stored_decision(decision: &Decision, episode: Option<EpisodeId>, now: DateTim
     }
 }
 
-/// Consumes `concordat.router` until `shutdown` fires.
+/// The most events the router commits in one transaction (bounded by the consumer's prefetch as well).
+pub const ROUTER_BATCH: usize = 32;
+
+/// Consumes `concordat.router` until `shutdown` fires, routing what has arrived in batches of up to
+/// [`ROUTER_BATCH`] events, one transaction each, acked after the commit.
 ///
 /// # Errors
 /// [`ConsumeError`] for a configuration or topology the broker refuses; lost connections are retried.
 pub async fn run_router(router: Router, bus: BusConfig, shutdown: CancellationToken) -> Result<(), ConsumeError> {
     let subscription = Subscription::router(router.topology.clone(), "concordat-router");
-    consume(bus, subscription, shutdown, move |message| {
+    consume_batches(bus, subscription, shutdown, ROUTER_BATCH, move |messages| {
         let router = router.clone();
-        async move { router.handle(message).await }
+        async move { router.handle_batch(messages).await }
     })
     .await
 }
