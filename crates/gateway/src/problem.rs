@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use axum::http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::header::{CONNECTION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use concordat_episode::{IngestError, InputLocation, InputProblem};
@@ -243,6 +243,11 @@ impl Problem {
                 if let Ok(value) = HeaderValue::from_str(&challenge) {
                     headers.insert(WWW_AUTHENTICATE, value);
                 }
+            }
+            ProblemKind::PayloadTooLarge => {
+                // The rest of the body stays unread, so the connection cannot be reused: say so, or a
+                // client that pools connections sends its next request into a closing socket.
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             ProblemKind::BrokerUnavailable | ProblemKind::Timeout => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));

@@ -312,7 +312,7 @@ async fn refusals_are_problems_and_queue_nothing() {
             .await;
             assert_eq!(body["errors"][0]["row"], 3, "{body}");
             assert_eq!(body["errors"][0]["column"], "nhs_number", "{body}");
-            check(
+            let (headers, _) = check(
                 &harness,
                 Refused {
                     body: vec![b' '; LIMIT + 1],
@@ -320,6 +320,9 @@ async fn refusals_are_problems_and_queue_nothing() {
                 },
             )
             .await;
+            // The rest of the body is never read, so the connection cannot carry another request: the
+            // client is told, rather than finding out when its next request on it fails.
+            assert_eq!(headers["connection"], "close");
             let (headers, body) = check(
                 &harness,
                 Refused {
