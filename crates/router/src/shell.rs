@@ -27,7 +27,7 @@ use concordat_store::{
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, info, info_span, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::correlate::{Correlation, concludes, correlate, relations_earned};
 use crate::plan::{AgencyDirectory, EpisodeSnapshot, Plan, plan};
@@ -199,6 +199,7 @@ impl Router {
         events: Vec<(CrisisEvent, TraceParent)>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<Routed, RouteError>>, RouteError> {
+        let started = std::time::Instant::now();
         let mut tx = self.store.begin().await?;
         let mut results = Vec::with_capacity(events.len());
         for (event, traceparent) in events {
@@ -208,7 +209,14 @@ impl Router {
                 Ok(routed) => results.push(Ok(routed)),
             }
         }
+        let routed = started.elapsed();
         tx.commit().await?;
+        debug!(
+            message = "Committed a batch.",
+            events = results.len(),
+            route_ms = routed.as_secs_f64() * 1000.0,
+            total_ms = started.elapsed().as_secs_f64() * 1000.0,
+        );
         if results.iter().any(|result| matches!(result, Ok(Routed::Done { deliveries: 1.., .. }))) {
             self.relay_wake.notify_one();
         }
@@ -339,32 +347,35 @@ impl Router {
         now: DateTime<Utc>,
         traceparent: &TraceParent,
     ) -> Result<(), StoreError> {
-        for decision in &plan.decisions {
-            tx.insert_decision(&stored_decision(decision, episode, now)).await?;
-        }
-        for delivery in &plan.deliveries {
-            let mut headers = BTreeMap::from([
-                (KIND_HEADER.to_owned(), delivery.kind.as_str().to_owned()),
-                (DECISION_HEADER.to_owned(), delivery.decision_id.to_string()),
-                ("traceparent".to_owned(), traceparent.child().to_string()),
-            ]);
-            if let Some(episode) = delivery.episode_id {
-                headers.insert(EPISODE_HEADER.to_owned(), episode.to_string());
-            }
-            tx.enqueue(&NewDelivery {
-                delivery_id: DeliveryId(delivery.message_id),
-                event_id: delivery.event_id,
-                decision_id: Some(DecisionId(delivery.decision_id)),
-                recipient: delivery.recipient.clone(),
-                exchange: self.topology.deliver_exchange(),
-                routing_key: delivery.recipient.to_string(),
-                content_type: delivery.content_type.to_owned(),
-                headers,
-                body: delivery.body.clone(),
-                created_at: now,
+        let decisions: Vec<_> = plan.decisions.iter().map(|decision| stored_decision(decision, episode, now)).collect();
+        tx.insert_decisions(&decisions).await?;
+        let deliveries: Vec<NewDelivery> = plan
+            .deliveries
+            .iter()
+            .map(|delivery| {
+                let mut headers = BTreeMap::from([
+                    (KIND_HEADER.to_owned(), delivery.kind.as_str().to_owned()),
+                    (DECISION_HEADER.to_owned(), delivery.decision_id.to_string()),
+                    ("traceparent".to_owned(), traceparent.child().to_string()),
+                ]);
+                if let Some(episode) = delivery.episode_id {
+                    headers.insert(EPISODE_HEADER.to_owned(), episode.to_string());
+                }
+                NewDelivery {
+                    delivery_id: DeliveryId(delivery.message_id),
+                    event_id: delivery.event_id,
+                    decision_id: Some(DecisionId(delivery.decision_id)),
+                    recipient: delivery.recipient.clone(),
+                    exchange: self.topology.deliver_exchange(),
+                    routing_key: delivery.recipient.to_string(),
+                    content_type: delivery.content_type.to_owned(),
+                    headers,
+                    body: delivery.body.clone(),
+                    created_at: now,
+                }
             })
-            .await?;
-        }
+            .collect();
+        tx.enqueue_all(&deliveries).await?;
         Ok(())
     }
 }

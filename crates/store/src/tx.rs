@@ -65,6 +65,30 @@ pub struct Committed {
     pub audit_records: u64,
 }
 
+/// The most rows one multi-row `INSERT` carries: 64 rows of 13 columns stay far below either database's
+/// limit on bound parameters (32,766 for SQLite, 65,535 for PostgreSQL).
+pub const ROWS_PER_STATEMENT: usize = 64;
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` placeholders each.
+fn placeholders(columns: usize, rows: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(row * columns + column + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
 fn json_list(items: &[String]) -> String {
     serde_json::Value::from(items.to_vec()).to_string()
 }
@@ -584,53 +608,67 @@ impl Tx {
     /// # Errors
     /// [`Conflict::DecisionExists`] when the event already has a decision for this recipient.
     pub async fn insert_decision(&mut self, decision: &Decision) -> Result<(), StoreError> {
-        let sql = "INSERT INTO decisions (decision_id, event_id, episode_id, recipient, verdict, reason, \
-                   agreement_ids, purposes, lawful_bases, fields_shared, fields_withheld, policy_version, decided_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING";
-        let at = micros(decision.decided_at);
-        on!(self, |c| sqlx::query(sql)
-            .bind(decision.decision_id.0)
-            .bind(decision.event_id.0)
-            .bind(decision.episode_id.map(|id| id.0))
-            .bind(decision.recipient.as_str())
-            .bind(decision.verdict.as_str())
-            .bind(decision.reason.as_str())
-            .bind(json_list(&decision.agreement_ids))
-            .bind(json_list(&decision.purposes))
-            .bind(json_list(&decision.lawful_bases))
-            .bind(json_list(&decision.fields_shared))
-            .bind(json_list(&decision.fields_withheld))
-            .bind(decision.policy_version.as_str())
-            .bind(at)
-            .execute(&mut **c)
-            .await
-            .map(|done| done.rows_affected()))
-        .map_err(StoreError::from)
-        .and_then(|inserted| {
-            if inserted == 1 {
-                Ok(())
-            } else {
-                let recipient = decision.recipient.to_string();
-                Err(StoreError::Conflict(Conflict::DecisionExists { event_id: decision.event_id, recipient }))
+        self.insert_decisions(std::slice::from_ref(decision)).await
+    }
+
+    /// Stores sharing decisions in one statement (one per [`ROWS_PER_STATEMENT`]), each audited as
+    /// [`Self::insert_decision`] audits it.
+    ///
+    /// # Errors
+    /// [`Conflict::DecisionExists`] naming the first decision whose event already has one for its
+    /// recipient; the others may have been written, so drop the transaction.
+    pub async fn insert_decisions(&mut self, decisions: &[Decision]) -> Result<(), StoreError> {
+        const COLUMNS: &str = "decision_id, event_id, episode_id, recipient, verdict, reason, agreement_ids, purposes, \
+                               lawful_bases, fields_shared, fields_withheld, policy_version, decided_at";
+        for chunk in decisions.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO decisions ({COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING decision_id",
+                placeholders(13, chunk.len())
+            );
+            let inserted: Vec<Uuid> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for decision in chunk {
+                    query = query
+                        .bind(decision.decision_id.0)
+                        .bind(decision.event_id.0)
+                        .bind(decision.episode_id.map(|id| id.0))
+                        .bind(decision.recipient.as_str())
+                        .bind(decision.verdict.as_str())
+                        .bind(decision.reason.as_str())
+                        .bind(json_list(&decision.agreement_ids))
+                        .bind(json_list(&decision.purposes))
+                        .bind(json_list(&decision.lawful_bases))
+                        .bind(json_list(&decision.fields_shared))
+                        .bind(json_list(&decision.fields_withheld))
+                        .bind(decision.policy_version.as_str())
+                        .bind(micros(decision.decided_at));
+                }
+                query.fetch_all(&mut **c).await?.iter().map(|row| row.uuid("decision_id")).collect::<Result<_, _>>()?
+            });
+            if let Some(refused) = chunk.iter().find(|decision| !inserted.contains(&decision.decision_id.0)) {
+                let recipient = refused.recipient.to_string();
+                return Err(StoreError::Conflict(Conflict::DecisionExists { event_id: refused.event_id, recipient }));
             }
-        })?;
-        self.audit.push((
-            at,
-            AuditRecord::Decision {
-                decision_id: decision.decision_id,
-                event_id: decision.event_id,
-                episode_id: decision.episode_id,
-                recipient: decision.recipient.clone(),
-                verdict: decision.verdict,
-                reason: decision.reason.clone(),
-                agreement_ids: decision.agreement_ids.clone(),
-                purposes: decision.purposes.clone(),
-                lawful_bases: decision.lawful_bases.clone(),
-                fields_shared: decision.fields_shared.clone(),
-                fields_withheld: decision.fields_withheld.clone(),
-                policy_version: decision.policy_version.clone(),
-            },
-        ));
+        }
+        for decision in decisions {
+            self.audit.push((
+                micros(decision.decided_at),
+                AuditRecord::Decision {
+                    decision_id: decision.decision_id,
+                    event_id: decision.event_id,
+                    episode_id: decision.episode_id,
+                    recipient: decision.recipient.clone(),
+                    verdict: decision.verdict,
+                    reason: decision.reason.clone(),
+                    agreement_ids: decision.agreement_ids.clone(),
+                    purposes: decision.purposes.clone(),
+                    lawful_bases: decision.lawful_bases.clone(),
+                    fields_shared: decision.fields_shared.clone(),
+                    fields_withheld: decision.fields_withheld.clone(),
+                    policy_version: decision.policy_version.clone(),
+                },
+            ));
+        }
         Ok(())
     }
 
@@ -655,48 +693,71 @@ impl Tx {
     /// # Errors
     /// [`Conflict::DeliveryExists`] when the message id is already in the outbox.
     pub async fn enqueue(&mut self, delivery: &NewDelivery) -> Result<(), StoreError> {
-        let sql = "INSERT INTO outbox (delivery_id, event_id, decision_id, recipient, exchange, routing_key, \
-                   content_type, headers, body, body_sha256, created_at, status, attempts) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', 0) ON CONFLICT DO NOTHING";
-        let at = micros(delivery.created_at);
-        let digest = Sha256Hex::digest(&delivery.body);
-        let headers = serde_json::to_string(&delivery.headers)
-            .map_err(|_| StoreError::Corrupt { table: "outbox", column: "headers" })?;
-        on!(self, |c| sqlx::query(sql)
-            .bind(delivery.delivery_id.0)
-            .bind(delivery.event_id.0)
-            .bind(delivery.decision_id.map(|id| id.0))
-            .bind(delivery.recipient.as_str())
-            .bind(delivery.exchange.as_str())
-            .bind(delivery.routing_key.as_str())
-            .bind(delivery.content_type.as_str())
-            .bind(headers)
-            .bind(delivery.body.as_slice())
-            .bind(digest.as_str())
-            .bind(at)
-            .execute(&mut **c)
-            .await
-            .map(|done| done.rows_affected()))
-        .map_err(StoreError::from)
-        .and_then(|inserted| {
-            if inserted == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(Conflict::DeliveryExists(delivery.delivery_id)))
+        self.enqueue_all(std::slice::from_ref(delivery)).await
+    }
+
+    /// Puts rendered deliveries in the outbox in one statement (one per [`ROWS_PER_STATEMENT`]), in order,
+    /// each audited as [`Self::enqueue`] audits it.
+    ///
+    /// # Errors
+    /// [`Conflict::DeliveryExists`] naming the first delivery whose message id is already in the outbox;
+    /// the others may have been written, so drop the transaction.
+    pub async fn enqueue_all(&mut self, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+        const COLUMNS: &str = "delivery_id, event_id, decision_id, recipient, exchange, routing_key, content_type, \
+                               headers, body, body_sha256, created_at, status, attempts";
+        let mut digests = Vec::with_capacity(deliveries.len());
+        let mut headers = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            digests.push(Sha256Hex::digest(&delivery.body));
+            headers.push(
+                serde_json::to_string(&delivery.headers)
+                    .map_err(|_| StoreError::Corrupt { table: "outbox", column: "headers" })?,
+            );
+        }
+        for (offset, chunk) in (0..).step_by(ROWS_PER_STATEMENT).zip(deliveries.chunks(ROWS_PER_STATEMENT)) {
+            // Status and attempts are the same for every new row: bound like the rest, to keep one shape.
+            let sql = format!(
+                "INSERT INTO outbox ({COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING delivery_id",
+                placeholders(13, chunk.len())
+            );
+            let inserted: Vec<Uuid> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for (index, delivery) in (offset..).zip(chunk) {
+                    query = query
+                        .bind(delivery.delivery_id.0)
+                        .bind(delivery.event_id.0)
+                        .bind(delivery.decision_id.map(|id| id.0))
+                        .bind(delivery.recipient.as_str())
+                        .bind(delivery.exchange.as_str())
+                        .bind(delivery.routing_key.as_str())
+                        .bind(delivery.content_type.as_str())
+                        .bind(headers[index].as_str())
+                        .bind(delivery.body.as_slice())
+                        .bind(digests[index].as_str())
+                        .bind(micros(delivery.created_at))
+                        .bind("pending")
+                        .bind(0_i64);
+                }
+                query.fetch_all(&mut **c).await?.iter().map(|row| row.uuid("delivery_id")).collect::<Result<_, _>>()?
+            });
+            if let Some(refused) = chunk.iter().find(|delivery| !inserted.contains(&delivery.delivery_id.0)) {
+                return Err(StoreError::Conflict(Conflict::DeliveryExists(refused.delivery_id)));
             }
-        })?;
-        self.audit.push((
-            at,
-            AuditRecord::DeliveryEnqueued {
-                delivery_id: delivery.delivery_id,
-                event_id: delivery.event_id,
-                decision_id: delivery.decision_id,
-                recipient: delivery.recipient.clone(),
-                exchange: delivery.exchange.clone(),
-                routing_key: delivery.routing_key.clone(),
-                body_sha256: digest,
-            },
-        ));
+        }
+        for (delivery, digest) in deliveries.iter().zip(digests) {
+            self.audit.push((
+                micros(delivery.created_at),
+                AuditRecord::DeliveryEnqueued {
+                    delivery_id: delivery.delivery_id,
+                    event_id: delivery.event_id,
+                    decision_id: delivery.decision_id,
+                    recipient: delivery.recipient.clone(),
+                    exchange: delivery.exchange.clone(),
+                    routing_key: delivery.routing_key.clone(),
+                    body_sha256: digest,
+                },
+            ));
+        }
         Ok(())
     }
 
@@ -820,23 +881,32 @@ impl Tx {
         });
         let first =
             u64::try_from(last_seq - n + 1).map_err(|_| StoreError::Corrupt { table: "audit_head", column: "seq" })?;
-        let insert = "INSERT INTO audit_log (seq, at, kind, record, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6)";
+        let mut links = Vec::with_capacity(records.len());
         for (offset, (at, record)) in (0_u64..).zip(records) {
             let seq = first + offset;
             let json = record.canonical_json();
             let hash = link_hash(&prev_hash, seq, at, &json);
-            let seq_i64 = i64::try_from(seq).map_err(|_| StoreError::Corrupt { table: "audit_log", column: "seq" })?;
-            on!(self, |c| sqlx::query(insert)
-                .bind(seq_i64)
-                .bind(at)
-                .bind(record.kind())
-                .bind(json.as_str())
-                .bind(prev_hash.as_str())
-                .bind(hash.as_str())
-                .execute(&mut **c)
-                .await?
-                .rows_affected());
-            prev_hash = hash;
+            let seq = i64::try_from(seq).map_err(|_| StoreError::Corrupt { table: "audit_log", column: "seq" })?;
+            links.push((seq, at, record.kind(), json, std::mem::replace(&mut prev_hash, hash.clone()), hash));
+        }
+        for chunk in links.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO audit_log (seq, at, kind, record, prev_hash, hash) VALUES {}",
+                placeholders(6, chunk.len())
+            );
+            on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for (seq, at, kind, json, prev, hash) in chunk {
+                    query = query
+                        .bind(*seq)
+                        .bind(*at)
+                        .bind(*kind)
+                        .bind(json.as_str())
+                        .bind(prev.as_str())
+                        .bind(hash.as_str());
+                }
+                query.execute(&mut **c).await?.rows_affected()
+            });
         }
         let head = "UPDATE audit_head SET hash = $1 WHERE id = 1";
         on!(self, |c| sqlx::query(head).bind(prev_hash.as_str()).execute(&mut **c).await?.rows_affected());

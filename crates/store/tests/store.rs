@@ -22,6 +22,7 @@ on_both_backends!(
     subject_keys_match_open_episodes_only,
     a_dropped_transaction_leaves_nothing,
     outbox_keeps_creation_order_and_marks,
+    many_rows_in_one_call_keep_order_and_name_the_refused_row,
     audit_chain_verifies_and_names_an_edited_record,
     audit_chain_names_a_deleted_record,
     concurrent_appends_never_fork_the_chain,
@@ -279,6 +280,43 @@ async fn a_dropped_transaction_leaves_nothing(db: TestDb) -> anyhow::Result<()> 
     for table in ["episodes", "episode_refs", "episode_members", "subject_keys", "events", "event_payloads", "outbox"] {
         assert_eq!(db.count(&format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {table}")).await?, 0, "{table}");
     }
+    Ok(())
+}
+
+/// Decisions and deliveries written many at a time (more than one statement's worth) keep their order
+/// and their audit records; a refused row is named, whichever place it has in the call.
+async fn many_rows_in_one_call_keep_order_and_name_the_refused_row(db: TestDb) -> anyhow::Result<()> {
+    let event = s136("NVP-1#s136", "NVP-20260301-0457", None, 1);
+    let mut tx = db.store.begin().await?;
+    let episode = route(&mut tx, &event).await?;
+    let recipients: Vec<String> = (0..150).map(|n| format!("agency-{n:03}")).collect();
+    let decisions: Vec<Decision> =
+        recipients.iter().map(|recipient| decision(&event, episode, recipient, Verdict::Permit)).collect();
+    let deliveries: Vec<NewDelivery> = recipients.iter().map(|recipient| delivery(&event, recipient, 1)).collect();
+    tx.insert_decisions(&decisions).await?;
+    tx.enqueue_all(&deliveries).await?;
+    let committed = tx.commit().await?;
+    assert!(committed.audit_records >= 300, "one audit record per decision and per delivery: {committed:?}");
+    let pending: Vec<String> =
+        db.store.pending_outbox(1000).await?.into_iter().map(|row| row.recipient.to_string()).collect();
+    assert_eq!(pending, recipients, "the outbox keeps the order of the call");
+    db.store.audit_verify().await?;
+
+    let mut tx = db.store.begin().await?;
+    let fresh = ["late-1", "late-2"].map(|recipient| delivery(&event, recipient, 2));
+    let again = [fresh[0].clone(), deliveries[70].clone(), fresh[1].clone()];
+    let refused = tx.enqueue_all(&again).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(Conflict::DeliveryExists(id))) if id == deliveries[70].delivery_id),
+        "{refused:?}"
+    );
+    let twice = [decision(&event, episode, "late-1", Verdict::Deny), decisions[120].clone()];
+    let refused = tx.insert_decisions(&twice).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict(Conflict::DecisionExists { recipient, .. })) if recipient == "agency-120"),
+        "{refused:?}"
+    );
+    tx.rollback().await?;
     Ok(())
 }
 
