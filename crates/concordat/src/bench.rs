@@ -1,7 +1,8 @@
 //! `concordat bench`: the whole pipeline, measured against the broker it runs on.
 //!
-//! It wires the gateway, router and relay in this process on a topology of its own (a unique prefix, so it
-//! can share a RabbitMQ with a running broker) and a fresh store, then:
+//! It runs the pipeline (gateway, router and relay, wired as `concordat run` wires them) in a child process
+//! of its own, so that the pipeline's memory is measured apart from the benchmark's clients, on a topology of
+//! its own (a unique prefix, so it can share a RabbitMQ with a running broker) and a fresh store, then:
 //!
 //! 1. **Throughput**: posts `episodes` synthetic multi-agency episodes over HTTP as fast as `concurrency`
 //!    clients can (a police s136 incident, which is a detention and a conveyance; once those are routed, the
@@ -13,7 +14,8 @@
 //! 3. **Baseline**: moves the same number of messages of the same size through the same number of
 //!    confirmed, persistent quorum-queue hops (publish, forward with a confirm, consume) with no processing.
 //!
-//! It prints what it measured and, last, one machine-readable `result …` line. Nothing is asserted: the
+//! It prints what it measured and, last, one machine-readable `result …` line, whose `rss_mb` is the pipeline
+//! process's peak resident set. Nothing is asserted: the
 //! figures are for people and for comparing runs.
 
 use std::collections::{BTreeMap, HashMap};
@@ -80,22 +82,33 @@ pub fn bench(args: &BenchArgs, env: &[(String, String)]) -> Result<(), Failure> 
     let topology = Topology::with_prefix(unique.clone(), agencies).map_err(|error| Failure::Input(error.into()))?;
     let tokens = dev_tokens(Path::new("deploy/local/dev-tokens.env"))?;
     eprintln!("bench: queues under the prefix {unique}, store {}", concordat_store::redact_url(&store));
+    let pipeline = Pipeline::start(args.config.as_deref(), &unique, &store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
         .map_err(Failure::Service)?;
     let result = runtime.block_on(async {
-        let wired = wire(&config, policy, &topology, env).await?;
-        let outcome = measure(args, &config, &topology, &unique, wired, &tokens).await;
+        let store = crate::run::connect_store(&config.store_url).await?;
+        let outcome = measure(args, &config, &topology, &unique, &pipeline.address, &store, &tokens).await;
+        store.close().await;
+        outcome
+    });
+    let pipeline_rss = pipeline.peak_rss_mb();
+    pipeline.stop();
+    runtime.block_on(async {
         if let Err(error) = topology.delete(&config.bus).await {
             eprintln!("bench: could not delete its queues (prefix {unique}): {error}");
         }
-        outcome
     });
     let _ = std::fs::remove_dir_all(&scratch);
     let report = result?;
     let store_kind = if store.starts_with("postgres") { "postgres" } else { "sqlite" };
+    let pipeline_rss = pipeline_rss.unwrap_or(f64::NAN);
+    eprintln!(
+        "bench: peak resident set: pipeline process {pipeline_rss:.0} MB, benchmark clients {:.0} MB",
+        peak_rss_mb(std::process::id()).unwrap_or(f64::NAN)
+    );
     println!(
         "result events_per_s={:.0} baseline_per_s={:.0} ratio={:.2} p50_ms={:.1} p99_ms={:.1} rss_mb={:.0} store={store_kind}",
         report.events_per_s,
@@ -103,7 +116,7 @@ pub fn bench(args: &BenchArgs, env: &[(String, String)]) -> Result<(), Failure> 
         report.events_per_s / report.baseline_per_s.max(f64::MIN_POSITIVE),
         report.p50.as_secs_f64() * 1000.0,
         report.p99.as_secs_f64() * 1000.0,
-        peak_rss_mb().unwrap_or(f64::NAN),
+        pipeline_rss,
     );
     Ok(())
 }
@@ -223,21 +236,11 @@ async fn measure(
     config: &Config,
     topology: &Topology,
     unique: &str,
-    wired: Wired,
+    address: &str,
+    store: &concordat_store::Store,
     tokens: &BTreeMap<String, String>,
 ) -> Result<Report, Failure> {
-    let Wired { router, gateway, store, publisher } = wired;
     let shutdown = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the bench's ingest port")
-        .map_err(Failure::Service)?;
-    let address = listener.local_addr().context("the bench's ingest port").map_err(Failure::Service)?;
-    let serving = axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    tokio::spawn(async move { serving.await });
-    tokio::spawn(concordat_router::run_relay(store.clone(), publisher.clone(), router.relay_wake(), shutdown.clone()));
-    tokio::spawn(concordat_router::run_router(router, config.bus.clone(), shutdown.clone()));
-
     let arrivals = Arc::new(Mutex::new(Arrivals::default()));
     let (sender, mut received) = mpsc::unbounded_channel::<(Option<[u8; 16]>, Instant)>();
     for agency in topology.agencies() {
@@ -310,7 +313,7 @@ async fn measure(
             events += worker_events;
             posted_bytes += worker_bytes;
         }
-        let last = settle(&arrivals, &store).await.map_err(service)?;
+        let last = settle(&arrivals, store).await.map_err(service)?;
         active += last.saturating_duration_since(start);
         eprintln!("bench: {phase} done in {:.2} s", last.saturating_duration_since(start).as_secs_f64());
     }
@@ -338,7 +341,7 @@ async fn measure(
     while let Some(done) = pending.join_next().await {
         done.map_err(|error| service(error.into()))?.map_err(service)?;
     }
-    settle(&arrivals, &store).await.map_err(service)?;
+    settle(&arrivals, store).await.map_err(service)?;
     let latencies = {
         let started = client.started.lock().await;
         let arrivals = arrivals.lock().await;
@@ -368,8 +371,6 @@ async fn measure(
     eprintln!(
         "bench: raw RabbitMQ, {events} messages of {size} bytes over two quorum hops: {baseline_per_s:.0} messages/s"
     );
-    publisher.close().await;
-    store.close().await;
     Ok(Report { events_per_s, baseline_per_s, p50, p99 })
 }
 
@@ -487,10 +488,116 @@ async fn baseline(
     Ok(count as f64 / last.saturating_duration_since(start).as_secs_f64().max(1e-9))
 }
 
-/// The process's peak resident set (`VmHWM`), in MB, where the system reports it.
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// A process's peak resident set (`VmHWM`), in MB, where the system reports it.
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     let kilobytes: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kilobytes / 1024.0)
+}
+
+/// The pipeline under test, in a child process (`concordat bench-pipeline`).
+struct Pipeline {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Pipeline {
+    /// Starts the child and waits until it serves ingest; it prints its address when it does.
+    fn start(config: Option<&Path>, prefix: &str, store_url: &str) -> Result<Self, Failure> {
+        use std::io::BufRead as _;
+        let exe = std::env::current_exe().context("finding the concordat binary").map_err(Failure::Service)?;
+        let mut command = std::process::Command::new(exe);
+        command.arg("bench-pipeline").arg("--prefix").arg(prefix).arg("--store-url").arg(store_url);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting the pipeline process")
+            .map_err(Failure::Service)?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        }
+        match line.trim().strip_prefix("listening ") {
+            Some(address) => Ok(Self { address: address.to_owned(), child }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(Failure::Service(anyhow!("the pipeline process did not start (its error is above)")))
+            }
+        }
+    }
+
+    fn peak_rss_mb(&self) -> Option<f64> {
+        peak_rss_mb(self.child.id())
+    }
+
+    /// Closes the child's standard input, which shuts it down, and waits for it (killing it after 20 s).
+    fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `concordat bench-pipeline`: the pipeline half of the benchmark. Wires gateway, router and relay as
+/// `concordat run` does, on the topology under `prefix` and the store at `store_url`, serves ingest on a free
+/// local port, prints `listening ADDRESS` on standard output, and runs until its standard input closes.
+///
+/// # Errors
+/// As `concordat run`.
+pub fn pipeline(
+    config_file: Option<&Path>,
+    prefix: &str,
+    store_url: &str,
+    env: &[(String, String)],
+) -> Result<(), Failure> {
+    let (mut config, _) = Config::load(config_file, env).map_err(|error| Failure::Input(error.into()))?;
+    config.store_url = store_url.to_owned();
+    let policy = Arc::new(crate::pure::load_policy(&config.policy)?);
+    let agencies: Vec<String> = policy.agencies().iter().map(|agency| agency.id.to_string()).collect();
+    let topology = Topology::with_prefix(prefix, agencies).map_err(|error| Failure::Input(error.into()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(Failure::Service)?;
+    runtime.block_on(async {
+        let Wired { router, gateway, store, publisher } = wire(&config, policy, &topology, env).await?;
+        let shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the bench's ingest port")
+            .map_err(Failure::Service)?;
+        let address = listener.local_addr().context("the bench's ingest port").map_err(Failure::Service)?;
+        let serving =
+            axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let serving = tokio::spawn(async move { serving.await });
+        let relay = tokio::spawn(concordat_router::run_relay(
+            store.clone(),
+            publisher.clone(),
+            router.relay_wake(),
+            shutdown.clone(),
+        ));
+        let routing = tokio::spawn(concordat_router::run_router(router, config.bus.clone(), shutdown.clone()));
+        println!("listening {address}");
+        // Standard input closing (the benchmark finished, or died) is the signal to stop.
+        let _ = tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink())).await;
+        shutdown.cancel();
+        let _ = tokio::join!(serving, relay, routing);
+        publisher.close().await;
+        store.close().await;
+        Ok(())
+    })
 }

@@ -104,6 +104,20 @@ pub enum Command {
         #[arg(long)]
         store_url: Option<String>,
     },
+    /// The pipeline half of `concordat bench`, run by it as a child process so that the pipeline's memory
+    /// is measured apart from the benchmark's clients.
+    #[command(hide = true)]
+    BenchPipeline {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The prefix of the benchmark's queues and exchanges.
+        #[arg(long)]
+        prefix: String,
+        /// The benchmark's store.
+        #[arg(long)]
+        store_url: String,
+    },
     /// Work with the tamper-evident audit log in the store.
     Audit {
         /// What to do.

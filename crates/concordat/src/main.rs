@@ -42,7 +42,8 @@ impl Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The benchmark prints its own figures; the pipeline's per-event lines would drown them.
-    let default_level = if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" };
+    let default_level =
+        if matches!(cli.command, Command::Bench { .. } | Command::BenchPipeline { .. }) { "warn" } else { "info" };
     init_logging(cli.log_format, default_level);
     match try_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,6 +69,9 @@ fn try_main(cli: Cli) -> Result<(), Failure> {
         Command::Bench { config, episodes, rate, latency_episodes, concurrency, store_url } => {
             let args = bench::BenchArgs { config, episodes, rate, latency_episodes, concurrency, store_url };
             bench::bench(&args, &env)
+        }
+        Command::BenchPipeline { config, prefix, store_url } => {
+            bench::pipeline(config.as_deref(), &prefix, &store_url, &env)
         }
         Command::Audit { command: AuditCommand::Verify { config } } => ops::audit_verify(config.as_deref(), &env),
     }
