@@ -429,6 +429,32 @@ impl Area {
         Ok(received)
     }
 
+    /// Publishes a native payload to `concordat.ingest` as `agency`'s system would over AMQP (routing key =
+    /// agency id), persistent, with publisher confirms.
+    ///
+    /// # Errors
+    /// RabbitMQ refused or did not confirm it.
+    pub async fn publish_ingest(
+        &mut self,
+        agency: &str,
+        message_id: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        let channel = self.channel().await?;
+        channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
+        let properties = lapin::BasicProperties::default()
+            .with_message_id(message_id.into())
+            .with_content_type(content_type.into())
+            .with_delivery_mode(2);
+        let options = lapin::options::BasicPublishOptions { mandatory: true, immediate: false };
+        let confirm =
+            channel.basic_publish("concordat.ingest".into(), agency.into(), options, body, properties).await?.await?;
+        ensure!(matches!(confirm, lapin::Confirmation::Ack(None)), "the ingest publish was not confirmed: {confirm:?}");
+        channel.close(200, "done".into()).await?;
+        Ok(())
+    }
+
     /// The next message of `agency`'s inbox, waiting up to 30 s.
     ///
     /// # Errors

@@ -97,9 +97,10 @@ enum Interruption {
 ///
 /// The handler gets its own copy of the message; [`Outcome::DeadLetter`] publishes the original, with its
 /// headers plus `x-concordat-error`, `x-concordat-stage`, `x-concordat-original-exchange`,
-/// `x-concordat-original-routing-key` and `x-concordat-delivery-count`, to `concordat.dlx` with the stage
-/// as routing key, waits for the confirm, then acks. If that publish fails, the message is requeued
-/// instead so nothing is lost, and the consumer reconnects to declare the topology again.
+/// `x-concordat-original-routing-key`, `x-concordat-delivery-count` and `x-concordat-dead-lettered-at`, to
+/// `concordat.dlx` with the stage as routing key, waits for the confirm, then acks. If that publish fails,
+/// the message is requeued instead so nothing is lost, and the consumer reconnects to declare the topology
+/// again.
 ///
 /// # Errors
 ///
@@ -426,6 +427,7 @@ async fn dead_letter(
             message.exchange(),
             message.routing_key(),
             message.delivery_count(),
+            unix_seconds_now(),
         ),
     };
     let mut confirmed = 0;
@@ -459,6 +461,11 @@ async fn dead_letter(
             Err(Interruption::DeadLetter(publish_error))
         }
     }
+}
+
+/// Seconds since the Unix epoch, for the time a message was dead-lettered; 0 on a clock set before 1970.
+fn unix_seconds_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }
 
 /// Displays an error followed by its sources, `outer: inner: root`, for one log field.

@@ -9,6 +9,8 @@
 //!   message; nacks, returns, timeouts and lost connections are errors.
 //! - [`consume`] feeds a handler with bounded prefetch and settles each message by its [`Outcome`]: ack,
 //!   requeue, or dead-letter with the reason in `x-concordat-error`. It owns its reconnect loop.
+//! - [`list_dead_letters`] and [`retry_dead_letters`] show what the dead-letter queues hold, by metadata only, and republish dead
+//!   letters to their original route, one by id ([`DeadLetterId`]) or by [`Filter`].
 //! - [`TraceParent`] parses, creates and derives `traceparent` values.
 //! - [`BusConfig`] is the configuration section; [`redact_url`] keeps passwords out of messages.
 
@@ -16,6 +18,7 @@ mod backoff;
 mod config;
 mod connection;
 mod consumer;
+mod dead_letters;
 mod message;
 mod publisher;
 mod random;
@@ -25,9 +28,13 @@ mod trace_context;
 pub use backoff::{Backoff, InvalidBackoff, jittered};
 pub use config::{BusConfig, ConfigError, redact_url};
 pub use consumer::{ConsumeError, Outcome, consume, consume_batches};
+pub use dead_letters::{
+    DeadLetter, DeadLetterError, DeadLetterId, Filter, NotRetried, REFRESH_AT, RetryReport, Selector,
+    list_dead_letters, retry_dead_letters,
+};
 pub use message::{
-    DELIVERY_COUNT_HEADER, ERROR_HEADER, IncomingMessage, InvalidMessage, ORIGINAL_EXCHANGE_HEADER,
-    ORIGINAL_ROUTING_KEY_HEADER, OutgoingMessage, QUORUM_DELIVERY_COUNT_HEADER, STAGE_HEADER,
+    DEAD_LETTERED_AT_HEADER, DELIVERY_COUNT_HEADER, ERROR_HEADER, IncomingMessage, InvalidMessage,
+    ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, OutgoingMessage, QUORUM_DELIVERY_COUNT_HEADER, STAGE_HEADER,
 };
 pub use publisher::{PublishError, Publisher};
 pub use topology::{Stage, Subscription, Topology, TopologyError};

@@ -22,6 +22,8 @@ pub const ORIGINAL_EXCHANGE_HEADER: &str = "x-concordat-original-exchange";
 pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-concordat-original-routing-key";
 /// Header holding how many times a dead-lettered message had been delivered.
 pub const DELIVERY_COUNT_HEADER: &str = "x-concordat-delivery-count";
+/// Header holding when a message was dead-lettered, as an AMQP timestamp (seconds since the Unix epoch).
+pub const DEAD_LETTERED_AT_HEADER: &str = "x-concordat-dead-lettered-at";
 /// Header set by quorum queues: how many earlier deliveries of the message were not acknowledged.
 pub const QUORUM_DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
@@ -258,7 +260,7 @@ fn header_string(value: &AMQPValue) -> Option<String> {
     }
 }
 
-fn integer(value: &AMQPValue) -> Option<i128> {
+pub(crate) fn integer(value: &AMQPValue) -> Option<i128> {
     match *value {
         AMQPValue::ShortShortInt(n) => Some(n.into()),
         AMQPValue::ShortShortUInt(n) => Some(n.into()),
@@ -272,8 +274,8 @@ fn integer(value: &AMQPValue) -> Option<i128> {
 }
 
 /// The properties of the dead-letter copy of a message: the original ones with the reason, stage, original
-/// route and delivery count added, and the quorum queue's own count removed so that it restarts in the
-/// dead-letter queue.
+/// route, delivery count and time (`dead_lettered_at`, seconds since the Unix epoch) added, and the quorum
+/// queue's own count removed so that it restarts in the dead-letter queue.
 pub(crate) fn dead_letter_properties(
     original: &BasicProperties,
     reason: &str,
@@ -281,6 +283,7 @@ pub(crate) fn dead_letter_properties(
     exchange: &str,
     routing_key: &str,
     delivery_count: u32,
+    dead_lettered_at: u64,
 ) -> BasicProperties {
     let mut headers: BTreeMap<ShortString, AMQPValue> =
         original.headers().as_ref().map(|table| table.inner().clone()).unwrap_or_default();
@@ -293,6 +296,7 @@ pub(crate) fn dead_letter_properties(
     text(ORIGINAL_EXCHANGE_HEADER, exchange);
     text(ORIGINAL_ROUTING_KEY_HEADER, routing_key);
     headers.insert(DELIVERY_COUNT_HEADER.into(), AMQPValue::LongLongInt(delivery_count.into()));
+    headers.insert(DEAD_LETTERED_AT_HEADER.into(), AMQPValue::Timestamp(dead_lettered_at));
     original.clone().with_delivery_mode(PERSISTENT).with_headers(FieldTable::from(headers))
 }
 
@@ -387,13 +391,14 @@ mod tests {
         table.insert(QUORUM_DELIVERY_COUNT_HEADER.into(), AMQPValue::LongLongInt(4));
         original = original.with_headers(table);
         let reason = "é".repeat(MAX_REASON_BYTES);
-        let copy = dead_letter_properties(&original, &reason, "router", "ex", "rk", 5);
+        let copy = dead_letter_properties(&original, &reason, "router", "ex", "rk", 5, 1_700_000_000);
         let incoming = IncomingMessage::new(Vec::new(), &copy, "dlx", "router", false);
         assert_eq!(incoming.header("concordat-kind"), Some("police.s136_detention"));
         assert_eq!(incoming.header(STAGE_HEADER), Some("router"));
         assert_eq!(incoming.header(ORIGINAL_EXCHANGE_HEADER), Some("ex"));
         assert_eq!(incoming.header(ORIGINAL_ROUTING_KEY_HEADER), Some("rk"));
         assert_eq!(incoming.header(DELIVERY_COUNT_HEADER), Some("5"));
+        assert_eq!(incoming.header(DEAD_LETTERED_AT_HEADER), Some("1700000000"));
         assert_eq!(incoming.header(QUORUM_DELIVERY_COUNT_HEADER), None);
         assert_eq!(incoming.message_id(), Some(outgoing.message_id.as_str()));
         let stored = incoming.header(ERROR_HEADER).unwrap_or_default();

@@ -56,6 +56,12 @@ impl Stage {
             Stage::Deliver => "deliver",
         }
     }
+
+    /// The stage named `name` (`ingest`, `router` or `deliver`), if any.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Stage::ALL.into_iter().find(|stage| stage.as_str() == name)
+    }
 }
 
 impl fmt::Display for Stage {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 
 /// Concordat: shares crisis-care information between police, NHS and voluntary-sector partners, exactly as
 /// their information sharing agreements allow.
@@ -118,6 +118,13 @@ pub enum Command {
         #[arg(long)]
         store_url: String,
     },
+    /// List and retry the dead letters: messages a stage could not process, held in
+    /// `concordat.dead.{stage}` with their reason.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Work with the tamper-evident audit log in the store.
     Audit {
         /// What to do.
@@ -136,6 +143,68 @@ pub enum AuditCommand {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+}
+
+/// `concordat dlq …`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List the dead letters by their metadata: stage, message id, kind, reason, original route, delivery
+    /// count. Never prints a body. Every message stays in its queue.
+    List {
+        /// The configuration file (default: ./concordat.toml when present, else the built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this stage's dead letters.
+        #[arg(long, value_enum)]
+        stage: Option<StageName>,
+        /// A table for people or a JSON array for scripts.
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+    },
+    /// Republish dead letters to the exchange and routing key they were first published on, with their
+    /// message id, so consumers recognise them. A dead letter leaves its queue only once RabbitMQ confirmed
+    /// the copy. Exits 1 when `--id` names no dead letter or a selected one could not be retried.
+    #[command(group(ArgGroup::new("which").required(true).multiple(true).args(["id", "stage", "reason", "kind", "all"])))]
+    Retry {
+        /// The configuration file (default: ./concordat.toml when present, else the built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The dead letter with this message id, written `STAGE:MESSAGE_ID` or just `MESSAGE_ID` (any stage).
+        #[arg(long, conflicts_with_all = ["stage", "reason", "kind", "all"])]
+        id: Option<String>,
+        /// Those of this stage.
+        #[arg(long, value_enum)]
+        stage: Option<StageName>,
+        /// Those whose reason contains this text.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Those of this event kind (`concordat-kind`).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Every dead letter.
+        #[arg(long, conflicts_with_all = ["stage", "reason", "kind"])]
+        all: bool,
+    },
+}
+
+/// A stage of the pipeline that dead-letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StageName {
+    /// Native payloads from `concordat.ingest`.
+    Ingest,
+    /// Canonical events at the router.
+    Router,
+    /// Deliveries to agencies' inboxes.
+    Deliver,
+}
+
+/// How `dlq list` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// An aligned table.
+    Text,
+    /// A JSON array of objects.
+    Json,
 }
 
 /// The native formats Concordat translates.

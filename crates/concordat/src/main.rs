@@ -5,6 +5,7 @@ mod admin;
 mod bench;
 mod cli;
 mod config;
+mod dlq;
 mod ops;
 mod pure;
 mod run;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use crate::cli::{AuditCommand, Cli, Command, LogFormat};
+use crate::cli::{AuditCommand, Cli, Command, DlqCommand, LogFormat};
 
 /// How a command failed, which decides the exit code (DESIGN.md §6).
 #[derive(Debug)]
@@ -72,6 +73,12 @@ fn try_main(cli: Cli) -> Result<(), Failure> {
         }
         Command::BenchPipeline { config, prefix, store_url } => {
             bench::pipeline(config.as_deref(), &prefix, &store_url, &env)
+        }
+        Command::Dlq { command: DlqCommand::List { config, stage, format } } => {
+            dlq::list(config.as_deref(), stage, format, &env)
+        }
+        Command::Dlq { command: DlqCommand::Retry { config, id, stage, reason, kind, all: _ } } => {
+            dlq::retry(config.as_deref(), id.as_deref(), dlq::Chosen { stage, reason, kind }, &env)
         }
         Command::Audit { command: AuditCommand::Verify { config } } => ops::audit_verify(config.as_deref(), &env),
     }
