@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod ops;
 mod pure;
+mod report;
 mod run;
 
 use std::process::ExitCode;
@@ -70,6 +71,9 @@ fn try_main(cli: Cli) -> Result<(), Failure> {
             bench::bench(&args, &env)
         }
         Command::Audit { command: AuditCommand::Verify { config } } => ops::audit_verify(config.as_deref(), &env),
+        Command::Report { config, from, to, format } => {
+            report::report(config.as_deref(), from.as_deref(), to.as_deref(), format, &env)
+        }
     }
 }
 
