@@ -388,9 +388,9 @@ pub fn markdown(report: &ImpactReport, names: &Partnership) -> String {
          - *Episodes* in the sharing table are the episodes with at least one decision between those two \
          partners. Events held before any episode existed count as shared or withheld, not as episodes.\n\
          - *Outcome feedback* is the outcome message Concordat sends to the agency whose event started the \
-         episode. Its time runs from the crisis (when the opening event says it happened) to when the \
-         feedback was sent for delivery. The median is the middle time; 90% of episodes with feedback had \
-         it within the next figure.\n\
+         episode. Its time runs from the crisis (when the opening event says it happened) to when Concordat \
+         queued the feedback for delivery. The median is the middle time; 90% of episodes with feedback \
+         had it within the time in the next column.\n\
          - *Overdue* episodes are still open, with no feedback, past the deadline set when they opened.\n\
          - *Failed deliveries* are messages for that recipient that could not be delivered after repeated \
          attempts and wait for an operator; messages refused before they reached Concordat's store are \
