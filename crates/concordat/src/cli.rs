@@ -125,6 +125,26 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Print the impact report for a period: per pair of partners, the episodes, the events shared and
+    /// withheld (by reason) and the failed deliveries; per agency that started episodes, how many had
+    /// outcome feedback and how soon after the crisis. Reads the store named by the configuration. No
+    /// personal data: ids, agencies, reasons, counts and durations only.
+    Report {
+        /// The configuration file (default: ./concordat.toml when present, else the built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The period's first day, inclusive: `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time (default:
+        /// from the first record).
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// The period's end, exclusive: `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time (default: up to
+        /// the latest record). `--from 2026-04-01 --to 2026-07-01` is the second quarter of 2026.
+        #[arg(long, value_name = "DATE")]
+        to: Option<String>,
+        /// Markdown for a partnership meeting, CSV for a spreadsheet, or JSON.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
+        format: ReportFormat,
+    },
     /// Work with the tamper-evident audit log in the store.
     Audit {
         /// What to do.
@@ -281,4 +301,15 @@ pub enum DocumentFormat {
     Md,
     /// HTML.
     Html,
+}
+
+/// How `concordat report` prints the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// A readable document (Markdown).
+    Md,
+    /// One row per pair of partners and per originator (RFC 4180).
+    Csv,
+    /// The report's data as it is.
+    Json,
 }

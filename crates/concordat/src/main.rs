@@ -8,6 +8,7 @@ mod config;
 mod dlq;
 mod ops;
 mod pure;
+mod report;
 mod run;
 
 use std::process::ExitCode;
@@ -81,6 +82,9 @@ fn try_main(cli: Cli) -> Result<(), Failure> {
             dlq::retry(config.as_deref(), id.as_deref(), dlq::Chosen { stage, reason, kind }, &env)
         }
         Command::Audit { command: AuditCommand::Verify { config } } => ops::audit_verify(config.as_deref(), &env),
+        Command::Report { config, from, to, format } => {
+            report::report(config.as_deref(), from.as_deref(), to.as_deref(), format, &env)
+        }
     }
 }
 

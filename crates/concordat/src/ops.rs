@@ -18,15 +18,7 @@ use crate::run::connect_store;
 pub fn audit_verify(config_file: Option<&Path>, env: &[(String, String)]) -> Result<(), Failure> {
     let (config, _) = Config::load(config_file, env).map_err(|error| Failure::Input(error.into()))?;
     // Opening a SQLite store creates it: a mistyped path would verify an empty chain. Refuse instead.
-    if let Some(path) = sqlite_file(&config.store_url)
-        && !path.exists()
-    {
-        return Err(Failure::Input(anyhow!(
-            "there is no store at {} (store_url {}): nothing to verify",
-            path.display(),
-            config.store_url
-        )));
-    }
+    require_existing_store(&config.store_url, "nothing to verify")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -46,6 +38,22 @@ pub fn audit_verify(config_file: Option<&Path>, env: &[(String, String)]) -> Res
             Err(error) => Err(Failure::Input(error.into())),
         }
     })
+}
+
+/// Refuses a SQLite store whose file does not exist (exit 1): opening it would create an empty store, and
+/// a command that only reads it would report on nothing. `consequence` ends the message ("nothing to
+/// verify"). Other stores pass.
+///
+/// # Errors
+/// [`Failure::Input`] naming the missing file.
+pub(crate) fn require_existing_store(store_url: &str, consequence: &str) -> Result<(), Failure> {
+    match sqlite_file(store_url) {
+        Some(path) if !path.exists() => Err(Failure::Input(anyhow!(
+            "there is no store at {} (store_url {store_url}): {consequence}",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The file of a `sqlite:` store URL (`sqlite://data/concordat.db?mode=rwc` is `data/concordat.db`); `None`

@@ -203,7 +203,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
 }
 
 /// Writes to standard output; a closed pipe (`| head`) is a normal end, not an error.
-fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
     use std::io::Write as _;
     match std::io::stdout().lock().write_all(bytes) {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -25,6 +25,7 @@
 mod audit;
 mod error;
 mod model;
+mod report;
 mod rows;
 mod store;
 mod subject;
@@ -37,6 +38,7 @@ pub use model::{
     EventMeta, Member, NewDelivery, NewEpisode, PendingDelivery, PurgeReport, Relation, Timeline, TimelineEntry,
     Verdict,
 };
+pub use report::{ImpactReport, OriginatorFeedback, PairFlow};
 pub use store::Store;
 pub use subject::{MIN_SECRET_LEN, SubjectKey, SubjectKeyer, WeakSecret};
 pub use tx::{Committed, Tx};

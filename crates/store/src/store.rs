@@ -113,7 +113,7 @@ impl Store {
     }
 
     /// A read transaction: a consistent snapshot that does not hold SQLite's write lock.
-    async fn begin_read(&self) -> Result<Tx, StoreError> {
+    pub(crate) async fn begin_read(&self) -> Result<Tx, StoreError> {
         Ok(Tx::new(match &self.pool {
             Pool::Sqlite(pool) => Conn::Sqlite(pool.begin().await?),
             Pool::Postgres(pool) => Conn::Postgres(pool.begin().await?),

@@ -38,15 +38,16 @@ pub(crate) enum Conn {
 macro_rules! on {
     ($self:expr, |$c:ident| $body:expr) => {
         match &mut $self.conn {
-            Conn::Sqlite($c) => $body,
-            Conn::Postgres($c) => $body,
+            $crate::tx::Conn::Sqlite($c) => $body,
+            $crate::tx::Conn::Postgres($c) => $body,
         }
     };
 }
+pub(crate) use on;
 
 /// A store transaction. See the module docs.
 pub struct Tx {
-    conn: Conn,
+    pub(crate) conn: Conn,
     audit: Vec<(DateTime<Utc>, AuditRecord)>,
 }
 
