@@ -236,10 +236,14 @@ impl Router {
         }
         let key = event.subject.nhs_number.as_ref().map(|number| self.keyer.key(number));
         let refs = correlating_refs(&event);
-        let by_refs: Vec<EpisodeId> = tx.find_episode_by_refs(&refs).await?.iter().map(|episode| episode.id).collect();
+        let mut found = tx.find_episode_by_refs(&refs).await?;
+        let by_refs: Vec<EpisodeId> = found.iter().map(|episode| episode.id).collect();
         let by_subject = match &key {
             Some(key) if by_refs.is_empty() && event.episode.episode_id.is_none() => {
-                tx.find_open_episode_by_subject(key).await?.first().map(|episode| episode.id)
+                let open = tx.find_open_episode_by_subject(key).await?.into_iter().next();
+                let id = open.as_ref().map(|episode| episode.id);
+                found.extend(open);
+                id
             }
             _ => None,
         };
@@ -259,8 +263,15 @@ impl Router {
                     Correlation::Join(id) => id,
                     _ => self.open(tx, &event, now).await?,
                 };
+                // The lookups above read the episode in this transaction, and nothing of this event has
+                // changed its state since: no need to read it again.
+                let state = if opened {
+                    Some(concordat_store::EpisodeState::Open)
+                } else {
+                    found.iter().find(|known| known.id == episode).map(|known| known.state)
+                };
                 event.episode.episode_id = Some(episode);
-                let snapshot = self.join(tx, &event, episode, key.as_ref(), opened, now).await?;
+                let snapshot = self.join(tx, &event, episode, key.as_ref(), opened, state, now).await?;
                 let prior = match (&key, opened) {
                     (Some(key), true) => tx.unattached_for_subject(key).await?,
                     _ => Vec::new(),
@@ -304,7 +315,9 @@ impl Router {
     }
 
     /// Records `event` in its episode with its refs, subject key and the relations its source earns, and
-    /// returns the episode as the plan needs it.
+    /// returns the episode as the plan needs it. `state` is the episode's state when the caller already
+    /// read it in this transaction; otherwise it is read.
+    #[allow(clippy::too_many_arguments, reason = "each is one fact about the event's place in the episode")]
     async fn join(
         &self,
         tx: &mut Tx,
@@ -312,6 +325,7 @@ impl Router {
         episode: EpisodeId,
         key: Option<&SubjectKey>,
         opened: bool,
+        state: Option<concordat_store::EpisodeState>,
         now: DateTime<Utc>,
     ) -> Result<EpisodeSnapshot, StoreError> {
         tx.add_refs(episode, &event.episode.refs, now).await?;
@@ -325,7 +339,11 @@ impl Router {
             tx.add_member(episode, referred, concordat_store::Relation::Responder, now).await?;
         }
         tx.record_event(episode, event).await?;
-        let state = match tx.episode(episode).await?.map(|found| found.state) {
+        let state = match state {
+            Some(state) => Some(state),
+            None => tx.episode(episode).await?.map(|found| found.state),
+        };
+        let state = match state {
             Some(concordat_store::EpisodeState::Closed) => concordat_policy::EpisodeState::Closed,
             _ => concordat_policy::EpisodeState::Open,
         };

@@ -184,20 +184,33 @@ impl Tx {
     pub async fn find_episode_by_refs(&mut self, refs: &[Identifier]) -> Result<Vec<Episode>, StoreError> {
         let keys = refs.iter().map(|r| lock_key(&[b"ref", r.system.as_str().as_bytes(), r.value.as_str().as_bytes()]));
         self.lock_keys(keys.collect()).await?;
-        let sql = "SELECT episode_id FROM episode_refs WHERE system = $1 AND value = $2";
-        let mut ids = Vec::new();
-        for identifier in refs {
-            let (system, value) = (identifier.system.as_str(), identifier.value.as_str());
-            let found =
-                on!(self, |c| match sqlx::query(sql).bind(system).bind(value).fetch_optional(&mut **c).await? {
-                    Some(row) => Some(row.uuid("episode_id")?),
-                    None => None,
-                });
-            if let Some(id) = found.filter(|id| !ids.contains(id)) {
-                ids.push(id);
+        // One statement per chunk of refs (an event rarely has more than three), each bound parameter pair
+        // matching one ref; a chunk stays far below either database's limit on parameters.
+        let mut episodes: Vec<Episode> = Vec::new();
+        for chunk in refs.chunks(ROWS_PER_STATEMENT) {
+            let matches: Vec<String> = (0..chunk.len())
+                .map(|index| format!("(system = ${} AND value = ${})", 2 * index + 1, 2 * index + 2))
+                .collect();
+            let sql = format!(
+                "SELECT {} FROM episodes WHERE id IN (SELECT episode_id FROM episode_refs WHERE {})",
+                rows::EPISODE_COLUMNS,
+                matches.join(" OR ")
+            );
+            let found: Vec<Episode> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for identifier in chunk {
+                    query = query.bind(identifier.system.as_str()).bind(identifier.value.as_str());
+                }
+                query.fetch_all(&mut **c).await?.iter().map(rows::episode).collect::<Result<_, _>>()?
+            });
+            for episode in found {
+                if !episodes.iter().any(|known| known.id == episode.id) {
+                    episodes.push(episode);
+                }
             }
         }
-        self.episodes_by_id(&ids).await
+        episodes.sort_by_key(|episode| (episode.opened_at, episode.id));
+        Ok(episodes)
     }
 
     /// The open episodes of the subject with this key, oldest first (usually none or one). Closed episodes
@@ -207,23 +220,19 @@ impl Tx {
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable episode row.
     pub async fn find_open_episode_by_subject(&mut self, key: &SubjectKey) -> Result<Vec<Episode>, StoreError> {
         self.lock_keys(vec![lock_key(&[b"subject", key.as_bytes()])]).await?;
-        let sql = "SELECT s.episode_id FROM subject_keys s JOIN episodes e ON e.id = s.episode_id \
-                   WHERE s.subject_key = $1 AND e.state = 'open'";
+        let sql = format!(
+            "SELECT {} FROM episodes WHERE state = 'open' AND id IN \
+             (SELECT episode_id FROM subject_keys WHERE subject_key = $1)",
+            rows::EPISODE_COLUMNS
+        );
         let bytes = key.as_bytes().to_vec();
-        let ids = on!(self, |c| {
-            let found = sqlx::query(sql).bind(bytes).fetch_all(&mut **c).await?;
-            found.iter().map(|row| row.uuid("episode_id")).collect::<Result<Vec<_>, _>>()?
-        });
-        self.episodes_by_id(&ids).await
-    }
-
-    async fn episodes_by_id(&mut self, ids: &[Uuid]) -> Result<Vec<Episode>, StoreError> {
-        let mut episodes = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(episode) = self.episode(EpisodeId(*id)).await? {
-                episodes.push(episode);
-            }
-        }
+        let mut episodes: Vec<Episode> = on!(self, |c| sqlx::query(&sql)
+            .bind(bytes)
+            .fetch_all(&mut **c)
+            .await?
+            .iter()
+            .map(rows::episode)
+            .collect::<Result<_, _>>()?);
         episodes.sort_by_key(|episode| (episode.opened_at, episode.id));
         Ok(episodes)
     }

@@ -208,6 +208,12 @@ async fn refs_correlate_and_conflicts_list_every_episode(db: TestDb) -> anyhow::
     // Refs pointing at two episodes: both come back, oldest first, for the router to resolve.
     let both = [ident(&police, "NVP-20260301-0999"), ident(&police, "NVP-20260301-0457"), ident(&police, "NVP-x")];
     assert_eq!(ids(tx.find_episode_by_refs(&both).await?), [a, b]);
+    // More refs than one statement carries: the ones that match are found wherever they stand, once each.
+    let mut many: Vec<_> = (0..150).map(|n| ident(&police, &format!("NVP-none-{n}"))).collect();
+    many[3] = ident(&police, "NVP-20260301-0999");
+    many[97] = ident(&police, "NVP-20260301-0457");
+    many[140] = ident(&police, "NVP-20260301-0999");
+    assert_eq!(ids(tx.find_episode_by_refs(&many).await?), [a, b]);
 
     assert_eq!(tx.add_refs(a, &[ident(&police, "NVP-20260301-0457")], at(3)).await?, 0);
     let taken = tx.add_refs(b, &[ident(&police, "NVP-20260301-0457")], at(3)).await;
