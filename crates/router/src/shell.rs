@@ -18,8 +18,8 @@ use concordat_bus::{
     consume_batches,
 };
 use concordat_episode::{
-    AgencyId, CrisisEvent, EPISODE_SYSTEM, EpisodeId, EventKind, Identifier, NonEmptyString, Timestamp, derived_id,
-    parse_event,
+    AgencyId, CrisisEvent, EPISODE_SYSTEM, EpisodeId, EventId, EventKind, Identifier, NonEmptyString, Timestamp,
+    derived_id, parse_event,
 };
 use concordat_policy::{Decision, Policy, Relation, Verdict};
 use concordat_store::{
@@ -180,7 +180,14 @@ impl Router {
         traceparent: &TraceParent,
     ) -> Result<Routed, RouteError> {
         let mut tx = self.store.begin().await?;
+        if tx.is_processed(event.event_id).await? {
+            return Ok(Routed::Duplicate);
+        }
+        let event_id = event.event_id;
         let routed = self.route_in(&mut tx, event, now, traceparent).await?;
+        if let Routed::Done { episode, .. } = routed {
+            tx.mark_processed(event_id, episode, now).await?;
+        }
         tx.commit().await?;
         if matches!(routed, Routed::Done { deliveries: 1.., .. }) {
             self.relay_wake.notify_one();
@@ -201,14 +208,31 @@ impl Router {
     ) -> Result<Vec<Result<Routed, RouteError>>, RouteError> {
         let started = std::time::Instant::now();
         let mut tx = self.store.begin().await?;
+        let ids: Vec<EventId> = events.iter().map(|(event, _)| event.event_id).collect();
+        // Every dedup mark is read in one statement and written in one; an event met twice in the batch
+        // is a duplicate the second time, once the first was routed.
+        let mut processed = tx.processed_among(&ids).await?;
+        let mut marks = Vec::with_capacity(events.len());
         let mut results = Vec::with_capacity(events.len());
         for (event, traceparent) in events {
+            let event_id = event.event_id;
+            if processed.contains(&event_id) {
+                results.push(Ok(Routed::Duplicate));
+                continue;
+            }
             match self.route_in(&mut tx, event, now, &traceparent).await {
                 Err(conflict @ RouteError::Conflict(_)) => results.push(Err(conflict)),
                 Err(error) => return Err(error),
-                Ok(routed) => results.push(Ok(routed)),
+                Ok(routed) => {
+                    if let Routed::Done { episode, .. } = routed {
+                        processed.insert(event_id);
+                        marks.push((event_id, episode));
+                    }
+                    results.push(Ok(routed));
+                }
             }
         }
+        tx.mark_all_processed(&marks, now).await?;
         let routed = started.elapsed();
         tx.commit().await?;
         debug!(
@@ -223,7 +247,8 @@ impl Router {
         Ok(results)
     }
 
-    /// Routes one event inside `tx`. A [`RouteError::Conflict`] is returned before anything is written.
+    /// Routes one event inside `tx`, all but its dedup check and mark, which are the caller's. A
+    /// [`RouteError::Conflict`] is returned before anything is written.
     async fn route_in(
         &self,
         tx: &mut Tx,
@@ -231,9 +256,6 @@ impl Router {
         now: DateTime<Utc>,
         traceparent: &TraceParent,
     ) -> Result<Routed, RouteError> {
-        if tx.is_processed(event.event_id).await? {
-            return Ok(Routed::Duplicate);
-        }
         let key = event.subject.nhs_number.as_ref().map(|number| self.keyer.key(number));
         let refs = correlating_refs(&event);
         let mut found = tx.find_episode_by_refs(&refs).await?;
@@ -295,7 +317,6 @@ impl Router {
             return Err(RouteError::Render { recipient: failure.recipient.clone(), reason: failure.error.to_string() });
         }
         self.write(tx, &plan, episode, now, traceparent).await?;
-        tx.mark_processed(event.event_id, episode, now).await?;
         Ok(Routed::Done { episode, decisions: plan.decisions.len(), deliveries: plan.deliveries.len() })
     }
 

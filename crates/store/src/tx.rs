@@ -11,6 +11,8 @@
 //!
 //! This module is not a query builder: every statement is spelled out here.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use concordat_episode::{
     AgencyId, CrisisEvent, EPISODE_SYSTEM, EpisodeId, EventId, Identifier, NonEmptyString, Sha256Hex,
@@ -142,9 +144,30 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn is_processed(&mut self, event_id: EventId) -> Result<bool, StoreError> {
-        let sql = "SELECT COUNT(*) AS n FROM processed_events WHERE event_id = $1";
-        let n = on!(self, |c| sqlx::query(sql).bind(event_id.0).fetch_one(&mut **c).await?.int("n")?);
-        Ok(n > 0)
+        Ok(!self.processed_among(&[event_id]).await?.is_empty())
+    }
+
+    /// Which of `events` already carry their dedup mark, in one statement per 512 ids.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable id.
+    pub async fn processed_among(&mut self, events: &[EventId]) -> Result<BTreeSet<EventId>, StoreError> {
+        let mut processed = BTreeSet::new();
+        for chunk in events.chunks(8 * ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT event_id FROM processed_events WHERE event_id IN ({})",
+                (1..=chunk.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+            );
+            let found: Vec<Uuid> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for event in chunk {
+                    query = query.bind(event.0);
+                }
+                query.fetch_all(&mut **c).await?.iter().map(|row| row.uuid("event_id")).collect::<Result<_, _>>()?
+            });
+            processed.extend(found.into_iter().map(EventId));
+        }
+        Ok(processed)
     }
 
     /// Writes the event's dedup mark, with the episode it went to (none when it joined no episode).
@@ -157,21 +180,37 @@ impl Tx {
         episode: Option<EpisodeId>,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let sql = "INSERT INTO processed_events (event_id, episode_id, processed_at) VALUES ($1, $2, $3) \
-                   ON CONFLICT DO NOTHING";
-        let episode = episode.map(|id| id.0);
+        self.mark_all_processed(&[(event_id, episode)], at).await
+    }
+
+    /// Writes the dedup marks of several events in one statement (one per [`ROWS_PER_STATEMENT`]).
+    ///
+    /// # Errors
+    /// [`Conflict::AlreadyProcessed`] naming the first event already marked; the others may have been
+    /// marked, so drop the transaction.
+    pub async fn mark_all_processed(
+        &mut self,
+        marks: &[(EventId, Option<EpisodeId>)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let at = micros(at);
-        on!(self, |c| sqlx::query(sql)
-            .bind(event_id.0)
-            .bind(episode)
-            .bind(at)
-            .execute(&mut **c)
-            .await
-            .map(|done| done.rows_affected()))
-        .map_err(StoreError::from)
-        .and_then(|inserted| {
-            if inserted == 1 { Ok(()) } else { Err(StoreError::Conflict(Conflict::AlreadyProcessed(event_id))) }
-        })?;
+        for chunk in marks.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO processed_events (event_id, episode_id, processed_at) VALUES {} \
+                 ON CONFLICT DO NOTHING RETURNING event_id",
+                placeholders(3, chunk.len())
+            );
+            let inserted: Vec<Uuid> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for (event, episode) in chunk {
+                    query = query.bind(event.0).bind(episode.map(|id| id.0)).bind(at);
+                }
+                query.fetch_all(&mut **c).await?.iter().map(|row| row.uuid("event_id")).collect::<Result<_, _>>()?
+            });
+            if let Some((refused, _)) = chunk.iter().find(|(event, _)| !inserted.contains(&event.0)) {
+                return Err(StoreError::Conflict(Conflict::AlreadyProcessed(*refused)));
+            }
+        }
         Ok(())
     }
 
