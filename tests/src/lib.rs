@@ -103,6 +103,9 @@ fn dev_tokens() -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
+/// The admin API token every area's process is started with.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-not-for-production";
+
 /// The PostgreSQL admin URL with its database replaced by `name`.
 fn with_database(admin_url: &str, name: &str) -> String {
     let (base, query) = admin_url.split_once('?').map_or((admin_url, None), |(base, query)| (base, Some(query)));
@@ -255,6 +258,7 @@ impl Area {
             .env("CONCORDAT_STORE_URL", &self.store_url)
             .env("CONCORDAT_LISTEN", format!("127.0.0.1:{}", self.ingest))
             .env("CONCORDAT_ADMIN_LISTEN", format!("127.0.0.1:{}", self.admin))
+            .env("CONCORDAT_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("CONCORDAT_LOG", "info");
         Ok(command)
     }
@@ -287,6 +291,28 @@ impl Area {
             ensure!(Instant::now() < deadline, "concordat run was not ready within 60 s:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Calls the admin API: `method` on `path` (from `/v1/admin/…`) with `token` (none: no header).
+    ///
+    /// # Errors
+    /// The request could not be sent.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> Result<Answer> {
+        let mut request = self.http.request(method, format!("http://127.0.0.1:{}{path}", self.admin));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = response.text().await?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Answer { status, content_type, json, text })
     }
 
     /// Everything the process has logged so far, for a failing assertion's message.

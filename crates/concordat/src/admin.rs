@@ -1,5 +1,5 @@
-//! The admin listener: `/healthz` (the process is alive) and `/readyz` (it can do its work: RabbitMQ is
-//! connected). The rest of the admin API arrives with the router.
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (it can do its work: RabbitMQ is
+//! connected), and the token-protected admin API under `/v1/admin` ([`crate::admin_api`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,9 +17,13 @@ pub struct Readiness {
     pub broker: AtomicBool,
 }
 
-/// The admin routes.
-pub fn router(readiness: Arc<Readiness>) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(readiness)
+/// The admin routes: the health checks, and the admin API when it is given.
+pub fn router(readiness: Arc<Readiness>, api: Option<crate::admin_api::AdminApi>) -> Router {
+    let health = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(readiness);
+    match api {
+        Some(api) => health.merge(crate::admin_api::routes(api)),
+        None => health,
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -114,6 +114,31 @@ impl Config {
         Ok((text.lines().next().unwrap_or_default().trim().as_bytes().to_vec(), false))
     }
 
+    /// The admin API's bearer token: `CONCORDAT_ADMIN_TOKEN`, else the first line of `admin_token_file`;
+    /// `None` when neither is set (the admin API is then off).
+    ///
+    /// # Errors
+    /// `admin_token_file` is set but cannot be read, or either source holds an empty token.
+    pub fn admin_token(&self, env: &[(String, String)]) -> Result<Option<String>, ConfigError> {
+        let token = match env.iter().find(|(key, _)| key == "CONCORDAT_ADMIN_TOKEN") {
+            Some((_, token)) => token.trim().to_owned(),
+            None => match &self.admin_token_file {
+                None => return Ok(None),
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|error| ConfigError(format!("admin_token_file {}: {error}", path.display())))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            },
+        };
+        if token.is_empty() {
+            return Err(ConfigError("the admin token is empty".to_owned()));
+        }
+        Ok(Some(token))
+    }
+
     /// Loads the configuration: defaults, then `file` (when given, it must exist; when not, `concordat.toml`
     /// in the working directory is read if present), then `CONCORDAT_*` variables from `env`.
     ///
@@ -198,6 +223,21 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
         file
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_the_environment_then_the_file_and_is_never_empty() {
+        let mut config = Config::default();
+        assert_eq!(config.admin_token(&env(&[])).unwrap(), None, "no token: the admin API is off");
+        let token_file = file("from-the-file\nignored second line\n");
+        config.admin_token_file = Some(token_file.path().to_path_buf());
+        assert_eq!(config.admin_token(&env(&[])).unwrap().as_deref(), Some("from-the-file"));
+        let from_env = config.admin_token(&env(&[("CONCORDAT_ADMIN_TOKEN", " from-env ")])).unwrap();
+        assert_eq!(from_env.as_deref(), Some("from-env"), "the environment wins and is trimmed");
+        assert!(config.admin_token(&env(&[("CONCORDAT_ADMIN_TOKEN", "  ")])).is_err(), "an empty token is refused");
+        config.admin_token_file = Some(token_file.path().with_extension("missing"));
+        let error = config.admin_token(&env(&[])).unwrap_err().to_string();
+        assert!(error.contains("admin_token_file"), "{error}");
     }
 
     #[test]

@@ -134,7 +134,7 @@ fn to_stage(stage: StageName) -> Stage {
 }
 
 /// `stage:message_id`, or the stage and a note when the message has no id.
-fn name(letter: &DeadLetter) -> String {
+pub(crate) fn name(letter: &DeadLetter) -> String {
     letter.id().map_or_else(|| format!("{}:(no message id)", letter.stage), |id| id.to_string())
 }
 
@@ -147,7 +147,7 @@ fn rfc3339(seconds: u64) -> Option<String> {
     chrono::DateTime::from_timestamp(seconds, 0).map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
-fn to_json(letter: &DeadLetter) -> Value {
+pub(crate) fn to_json(letter: &DeadLetter) -> Value {
     json!({
         "id": letter.id().map(|id| id.to_string()),
         "stage": letter.stage.as_str(),
@@ -204,7 +204,7 @@ fn table(letters: &[DeadLetter]) -> String {
 }
 
 /// An error's message and its causes on one line, `message: cause: cause`.
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

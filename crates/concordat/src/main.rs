@@ -2,6 +2,7 @@
 //! runtime; the components it wires live in their own crates.
 
 mod admin;
+mod admin_api;
 mod bench;
 mod cli;
 mod config;

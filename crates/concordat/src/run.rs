@@ -133,7 +133,20 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
         HOUSEKEEPING_EVERY,
         shutdown.clone(),
     ));
-    let admin = axum::serve(admin, admin::router(readiness)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let token = config.admin_token(env).map_err(|error| Failure::Input(error.into()))?;
+    if token.is_none() {
+        tracing::warn!(
+            message = "No admin token is configured (CONCORDAT_ADMIN_TOKEN or admin_token_file): the admin API under /v1/admin is off."
+        );
+    }
+    let api = crate::admin_api::AdminApi {
+        token: token.map(Arc::from),
+        store: store.clone(),
+        bus: config.bus.clone(),
+        topology: topology.clone(),
+    };
+    let admin = axum::serve(admin, admin::router(readiness, Some(api)))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let ingest = axum::serve(ingest, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let (admin, ingest) = tokio::join!(admin.into_future(), ingest.into_future());
     // Either listener failing stops the other and the AMQP consumer too.
