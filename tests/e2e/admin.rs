@@ -57,6 +57,35 @@ async fn the_admin_api_shows_an_episode_verifies_the_chain_and_retries_a_dead_le
     let missing = area.admin(Method::GET, path, Some(ADMIN_TOKEN)).await.unwrap();
     assert_eq!(missing.status, 404, "{}", missing.text);
 
+    // The flows since the start show the police's detention reaching the trust, and what was withheld.
+    let flows = area.admin(Method::GET, "/v1/admin/flows", Some(ADMIN_TOKEN)).await.unwrap();
+    assert_eq!(flows.status, 200, "{}", flows.text);
+    let flows = flows.json["flows"].as_array().unwrap().clone();
+    let police_to_trust = flows
+        .iter()
+        .find(|flow| flow["source"] == "northvale-police" && flow["recipient"] == "northvale-mh")
+        .unwrap_or_else(|| panic!("no police to trust flow in {flows:?}"));
+    assert!(police_to_trust["shared"].as_u64().unwrap() >= 1, "{police_to_trust}");
+    assert!(flows.iter().any(|flow| flow["withheld"].as_u64().unwrap_or(0) > 0), "{flows:?}");
+    let later = area.admin(Method::GET, "/v1/admin/flows?since=2999-01-01T00:00:00Z", Some(ADMIN_TOKEN)).await;
+    assert_eq!(later.unwrap().json["flows"].as_array().map(Vec::len), Some(0));
+    let bad_since = area.admin(Method::GET, "/v1/admin/flows?since=yesterday", Some(ADMIN_TOKEN)).await;
+    assert_eq!(bad_since.unwrap().status, 400);
+
+    // The decision for a canonical event, explained as the router would make it.
+    let canonical: serde_json::Value =
+        serde_json::from_slice(&fixture("schemas/examples/crisis-event/valid/police-s136-detention.json")).unwrap();
+    let request = serde_json::json!({ "event": canonical, "to": "northvale-mh", "relations": ["responder"] });
+    let explained = area.admin_json(Method::POST, "/v1/admin/policy/explain", &request).await.unwrap();
+    assert_eq!(explained.status, 200, "{}", explained.text);
+    assert_eq!(explained.json["verdict"], "permit", "{}", explained.text);
+    assert!(explained.json["permitted_by"].as_array().is_some_and(|grounds| !grounds.is_empty()));
+    assert!(explained.json["explanation"].as_str().unwrap().contains("PERMIT"), "{}", explained.text);
+    assert!(!explained.text.contains("9990000018"), "the explanation names fields, not their values");
+    let request = serde_json::json!({ "event": { "kind": "nonsense" }, "to": "northvale-mh" });
+    let refused = area.admin_json(Method::POST, "/v1/admin/policy/explain", &request).await.unwrap();
+    assert_eq!(refused.status, 422, "{}", refused.text);
+
     // The chain verifies, and says how long it is.
     let verified = area.admin(Method::GET, "/v1/admin/audit/verify", Some(ADMIN_TOKEN)).await.unwrap();
     assert_eq!(verified.status, 200, "{}", verified.text);

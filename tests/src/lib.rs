@@ -131,6 +131,20 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Reads a response: its status, media type and body.
+    async fn read(response: reqwest::Response) -> Result<Self> {
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = response.text().await?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Self { status, content_type, json, text })
+    }
+
     /// The event ids of a `202` (its `accepted` member).
     pub fn event_ids(&self) -> Vec<String> {
         self.json["accepted"]
@@ -303,16 +317,22 @@ impl Area {
             request = request.bearer_auth(token);
         }
         let response = request.send().await?;
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let text = response.text().await?;
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Answer { status, content_type, json, text })
+        Answer::read(response).await
+    }
+
+    /// Calls the admin API with the admin token and a JSON body.
+    ///
+    /// # Errors
+    /// The request could not be sent.
+    pub async fn admin_json(&self, method: reqwest::Method, path: &str, body: &Value) -> Result<Answer> {
+        let response = self
+            .http
+            .request(method, format!("http://127.0.0.1:{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .await?;
+        Answer::read(response).await
     }
 
     /// Everything the process has logged so far, for a failing assertion's message.
@@ -373,16 +393,7 @@ impl Area {
             .body(body)
             .send()
             .await?;
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let text = response.text().await?;
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Answer { status, content_type, json, text })
+        Answer::read(response).await
     }
 
     /// Posts and insists on `202 Accepted`; returns the accepted event ids.

@@ -1,13 +1,13 @@
-//! The admin API under `/v1/admin` (DESIGN.md §6), behind its own bearer token: an episode's timeline,
-//! the dead letters listed and retried one by one, and the audit chain verified. Everything it answers is
-//! metadata (ids, agencies, kinds, times, decisions, JSON Pointers of the fields shared and withheld),
-//! never personal data. Errors are `application/problem+json`.
-//!
-//! Not yet here: `GET /v1/admin/flows` and `POST /v1/admin/policy/explain` (use `concordat policy explain`).
+//! The admin API under `/v1/admin` (DESIGN.md §6), behind its own bearer token: the flows between
+//! agencies, an episode's timeline, the dead letters listed and retried one by one, a policy decision
+//! explained, and the audit chain verified. Everything it answers is metadata (ids, agencies, kinds, times,
+//! decisions, JSON Pointers of the fields shared and withheld), never personal data. Errors are
+//! `application/problem+json`.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -16,7 +16,8 @@ use axum::routing::{get, post};
 use concordat_bus::{
     BusConfig, DeadLetterId, Filter, Selector, Stage, Topology, list_dead_letters, retry_dead_letters,
 };
-use concordat_episode::EpisodeId;
+use concordat_episode::{AgencyId, EpisodeId};
+use concordat_policy::{EpisodeContext, EpisodeState, Policy, Relation, Verdict};
 use concordat_store::{Store, StoreError, Timeline};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -32,6 +33,8 @@ pub struct AdminApi {
     pub bus: BusConfig,
     /// The topology `concordat run` declared.
     pub topology: Topology,
+    /// The sharing policy in force.
+    pub policy: Arc<Policy>,
 }
 
 impl std::fmt::Debug for AdminApi {
@@ -43,7 +46,9 @@ impl std::fmt::Debug for AdminApi {
 /// The `/v1/admin` routes.
 pub fn routes(api: AdminApi) -> Router {
     Router::new()
+        .route("/v1/admin/flows", get(flows))
         .route("/v1/admin/episodes/{id}", get(episode))
+        .route("/v1/admin/policy/explain", post(explain))
         .route("/v1/admin/dead-letters", get(dead_letters))
         .route("/v1/admin/dead-letters/{id}/retry", post(retry))
         .route("/v1/admin/audit/verify", get(audit_verify))
@@ -208,6 +213,99 @@ async fn retry(State(api): State<AdminApi>, Path(id): Path<String>) -> Response 
         .into_response(),
         Err(error) => dead_letter_problem(&error),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct FlowsQuery {
+    /// RFC 3339; default 24 hours ago.
+    since: Option<String>,
+}
+
+/// `GET /v1/admin/flows[?since=RFC3339]`: per source and recipient agency since then (default: the last
+/// 24 hours), the episodes, events shared, events withheld by reason, and failed deliveries.
+async fn flows(State(api): State<AdminApi>, Query(query): Query<FlowsQuery>) -> Response {
+    let now = chrono::Utc::now();
+    let since = match query.since.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+        None => now - chrono::Duration::hours(24),
+        Some(Ok(since)) => since.to_utc(),
+        Some(Err(_)) => return problem(StatusCode::BAD_REQUEST, "since is an RFC 3339 time"),
+    };
+    match api.store.impact_report(Some(since), None, now).await {
+        Ok(report) => axum::Json(json!({
+            "since": since,
+            "as_of": now,
+            "flows": report.pairs,
+        }))
+        .into_response(),
+        Err(error) => store_problem(&error),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ExplainRequest {
+    /// The canonical event, as the router would see it.
+    event: Value,
+    /// The recipient.
+    to: String,
+    /// The recipient's relations to the episode.
+    #[serde(default)]
+    relations: Vec<String>,
+    /// `open` (default) or `closed`.
+    #[serde(default)]
+    episode_state: Option<String>,
+}
+
+/// `POST /v1/admin/policy/explain`: `{"event": {…canonical event…}, "to": "agency", "relations":
+/// ["responder"], "episode_state": "open"}` → the decision the router would make, with the agreements
+/// that permit it (or why none does), the fields shared and withheld, and the explanation as text. The
+/// answer holds no field values, only their JSON Pointers.
+async fn explain(State(api): State<AdminApi>, body: Bytes) -> Response {
+    let request: ExplainRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, format!("not an explain request: {error}")),
+    };
+    let event = match concordat_episode::event_from_value(request.event) {
+        Ok(event) => event,
+        Err(error) => return problem(StatusCode::UNPROCESSABLE_ENTITY, format!("not a canonical event: {error}")),
+    };
+    let Ok(recipient) = AgencyId::new(request.to.as_str()) else {
+        return problem(StatusCode::BAD_REQUEST, "to is an agency id");
+    };
+    let mut relations = std::collections::BTreeSet::new();
+    for relation in &request.relations {
+        relations.insert(match relation.as_str() {
+            "originator" => Relation::Originator,
+            "contributor" => Relation::Contributor,
+            "responder" => Relation::Responder,
+            _ => return problem(StatusCode::BAD_REQUEST, "relations are originator, contributor or responder"),
+        });
+    }
+    let state = match request.episode_state.as_deref() {
+        None | Some("open") => EpisodeState::Open,
+        Some("closed") => EpisodeState::Closed,
+        Some(_) => return problem(StatusCode::BAD_REQUEST, "episode_state is open or closed"),
+    };
+    let context = EpisodeContext { state, recipient_relations: relations };
+    let decision = concordat_policy::decide(&api.policy, &event, &context, &recipient);
+    let (verdict, reason) = match decision.verdict {
+        Verdict::Permit => ("permit", None),
+        Verdict::Deny(reason) => ("deny", Some(reason.as_str())),
+    };
+    axum::Json(json!({
+        "decision_id": decision.decision_id.to_string(),
+        "verdict": verdict,
+        "reason": reason,
+        "permitted_by": decision.permitted_by.iter().map(|ground| json!({
+            "agreement": ground.agreement,
+            "purpose": ground.purpose,
+            "lawful_basis": ground.lawful_basis,
+        })).collect::<Vec<_>>(),
+        "fields_shared": decision.fields_shared.iter().map(|field| field.pointer()).collect::<Vec<_>>(),
+        "fields_withheld": decision.fields_withheld.iter().map(|field| field.pointer()).collect::<Vec<_>>(),
+        "policy_version": decision.policy_version.to_string(),
+        "explanation": concordat_policy::explain(&api.policy, &event, &context, &recipient),
+    }))
+    .into_response()
 }
 
 /// `GET /v1/admin/audit/verify`: `{"verified": true, "records", "head_hash"}`, or `{"verified": false,

@@ -114,7 +114,8 @@ pub async fn wire(
 }
 
 async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(String, String)]) -> Result<(), Failure> {
-    let Wired { router, gateway, store, publisher } = wire(&config, Arc::new(policy), &topology, env).await?;
+    let policy = Arc::new(policy);
+    let Wired { router, gateway, store, publisher } = wire(&config, policy.clone(), &topology, env).await?;
 
     let readiness = Arc::new(Readiness::default());
     readiness.broker.store(true, Ordering::Release);
@@ -144,6 +145,7 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
         store: store.clone(),
         bus: config.bus.clone(),
         topology: topology.clone(),
+        policy,
     };
     let admin = axum::serve(admin, admin::router(readiness, Some(api)))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
