@@ -131,4 +131,24 @@ async fn the_admin_api_shows_an_episode_verifies_the_chain_and_retries_a_dead_le
     for personal in [NHS_NUMBER, "9434765918", "Testperson"] {
         assert!(!area.logs().contains(personal), "the logs show `{personal}`");
     }
+
+    // What happened is in /metrics, in the Prometheus text format, with no token and no personal data.
+    let metrics = area.admin(Method::GET, "/metrics", None).await.unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.content_type.starts_with("text/plain; version=0.0.4"), "{}", metrics.content_type);
+    let text = metrics.text;
+    for line in [
+        "concordat_events_ingested_total{agency=\"northvale-police\",kind=\"police.s136_detention\"} 1",
+        "concordat_decisions_total{recipient=\"northvale-mh\",verdict=\"permit\"}",
+        "concordat_decisions_total{recipient=\"safe-haven\",verdict=\"deny\"}",
+        "concordat_dead_letters_total{stage=\"ingest\"}",
+        "concordat_deliveries_sent_total{recipient=\"northvale-mh\"}",
+        "# TYPE concordat_delivery_seconds histogram",
+        "concordat_delivery_seconds_bucket{le=\"+Inf\"}",
+    ] {
+        assert!(text.contains(line), "/metrics lacks `{line}`:\n{text}");
+    }
+    for personal in [NHS_NUMBER, "9434765918", "Testperson"] {
+        assert!(!text.contains(personal), "/metrics shows `{personal}`");
+    }
 }

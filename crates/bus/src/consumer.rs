@@ -444,6 +444,7 @@ async fn dead_letter(
     };
     match published {
         Ok(()) => {
+            concordat_telemetry::inc("concordat_dead_letters_total", &[("stage", stage.as_str())]);
             warn!(
                 %reason,
                 dead_letter_queue = %subscription.topology().dead_letter_queue(stage),

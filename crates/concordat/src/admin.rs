@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (it can do its work: RabbitMQ is
-//! connected), and the token-protected admin API under `/v1/admin` ([`crate::admin_api`]).
+//! connected), `/metrics` (Prometheus), and the token-protected admin API under `/v1/admin`
+//! ([`crate::admin_api`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,11 +20,23 @@ pub struct Readiness {
 
 /// The admin routes: the health checks, and the admin API when it is given.
 pub fn router(readiness: Arc<Readiness>, api: Option<crate::admin_api::AdminApi>) -> Router {
-    let health = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(readiness);
+    let health = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(readiness);
     match api {
         Some(api) => health.merge(crate::admin_api::routes(api)),
         None => health,
     }
+}
+
+/// `/metrics`: the process's counters, gauges and histograms in the Prometheus text format. Like the health
+/// checks it needs no token (a scraper rarely carries one); it holds agency ids, kinds, verdicts and reasons,
+/// never personal data.
+async fn metrics() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], concordat_telemetry::render())
+        .into_response()
 }
 
 async fn healthz() -> &'static str {

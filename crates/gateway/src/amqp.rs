@@ -102,6 +102,7 @@ async fn handle(gateway: &Gateway, message: IncomingMessage) -> Outcome {
     };
     match gateway.inner.publisher.publish_batch(&translated.messages).await {
         Ok(()) => {
+            translated.count_accepted(&agency);
             let event_ids: Vec<String> = translated.event_ids.iter().map(ToString::to_string).collect();
             info!(
                 %agency,

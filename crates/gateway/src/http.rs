@@ -86,6 +86,7 @@ async fn represent_problems(request: Request, next: Next) -> Response {
     };
     let status = problem.kind().status().as_u16();
     let kind = problem.kind().slug();
+    concordat_telemetry::inc("concordat_ingest_refused_total", &[("status", problem.kind().status().as_str())]);
     match problem.kind() {
         ProblemKind::Internal => error!(status, kind, cause = problem.cause().unwrap_or_default(), "Request failed."),
         ProblemKind::BrokerUnavailable | ProblemKind::Timeout => {
@@ -235,6 +236,7 @@ async fn ingest(
         Problem::internal(kind, error.to_string())
     })?;
 
+    translated.count_accepted(&caller);
     let count = translated.event_ids.len();
     let event_ids: Vec<String> = translated.event_ids.iter().map(ToString::to_string).collect();
     info!(

@@ -65,6 +65,17 @@ pub struct Translated {
     pub messages: Vec<OutgoingMessage>,
 }
 
+impl Translated {
+    /// Counts the accepted events in the process's metrics, by agency and kind; call once RabbitMQ confirmed
+    /// them.
+    pub fn count_accepted(&self, agency: &AgencyId) {
+        for message in &self.messages {
+            let kind = message.headers.get(KIND_HEADER).map_or("unknown", String::as_str);
+            concordat_telemetry::inc("concordat_events_ingested_total", &[("agency", agency.as_str()), ("kind", kind)]);
+        }
+    }
+}
+
 /// Translates a submission with its format's adapter, validates every event, and builds its message for
 /// `events_exchange`.
 ///

@@ -184,11 +184,13 @@ impl Router {
             return Ok(Routed::Duplicate);
         }
         let event_id = event.event_id;
-        let routed = self.route_in(&mut tx, event, now, traceparent).await?;
+        let mut verdicts = Vec::new();
+        let routed = self.route_in(&mut tx, event, now, traceparent, &mut verdicts).await?;
         if let Routed::Done { episode, .. } = routed {
             tx.mark_processed(event_id, episode, now).await?;
         }
         tx.commit().await?;
+        count_decisions(&verdicts);
         if matches!(routed, Routed::Done { deliveries: 1.., .. }) {
             self.relay_wake.notify_one();
         }
@@ -213,6 +215,7 @@ impl Router {
         // is a duplicate the second time, once the first was routed.
         let mut processed = tx.processed_among(&ids).await?;
         let mut marks = Vec::with_capacity(events.len());
+        let mut verdicts = Vec::new();
         let mut results = Vec::with_capacity(events.len());
         for (event, traceparent) in events {
             let event_id = event.event_id;
@@ -220,7 +223,8 @@ impl Router {
                 results.push(Ok(Routed::Duplicate));
                 continue;
             }
-            match self.route_in(&mut tx, event, now, &traceparent).await {
+            // A refused event adds no verdicts: a conflict is found before the plan is made.
+            match self.route_in(&mut tx, event, now, &traceparent, &mut verdicts).await {
                 Err(conflict @ RouteError::Conflict(_)) => results.push(Err(conflict)),
                 Err(error) => return Err(error),
                 Ok(routed) => {
@@ -235,6 +239,8 @@ impl Router {
         tx.mark_all_processed(&marks, now).await?;
         let routed = started.elapsed();
         tx.commit().await?;
+        count_decisions(&verdicts);
+        concordat_telemetry::observe("concordat_router_batch_seconds", &[], started.elapsed().as_secs_f64());
         debug!(
             message = "Committed a batch.",
             events = results.len(),
@@ -249,12 +255,14 @@ impl Router {
 
     /// Routes one event inside `tx`, all but its dedup check and mark, which are the caller's. A
     /// [`RouteError::Conflict`] is returned before anything is written.
+    /// Its decisions are added to `verdicts`, for the metrics once the transaction commits.
     async fn route_in(
         &self,
         tx: &mut Tx,
         mut event: CrisisEvent,
         now: DateTime<Utc>,
         traceparent: &TraceParent,
+        verdicts: &mut Vec<Counted>,
     ) -> Result<Routed, RouteError> {
         let key = event.subject.nhs_number.as_ref().map(|number| self.keyer.key(number));
         let refs = correlating_refs(&event);
@@ -317,6 +325,13 @@ impl Router {
             return Err(RouteError::Render { recipient: failure.recipient.clone(), reason: failure.error.to_string() });
         }
         self.write(tx, &plan, episode, now, traceparent).await?;
+        verdicts.extend(plan.decisions.iter().map(|decision| {
+            let reason = match decision.verdict {
+                Verdict::Permit => None,
+                Verdict::Deny(reason) => Some(reason.as_str()),
+            };
+            (decision.recipient.clone(), reason)
+        }));
         Ok(Routed::Done { episode, decisions: plan.decisions.len(), deliveries: plan.deliveries.len() })
     }
 
@@ -416,6 +431,22 @@ impl Router {
             .collect();
         tx.enqueue_all(&deliveries).await?;
         Ok(())
+    }
+}
+
+/// A committed decision as the metrics count it: the recipient, and the reason when it was a denial.
+type Counted = (AgencyId, Option<&'static str>);
+
+fn count_decisions(verdicts: &[Counted]) {
+    for (recipient, reason) in verdicts {
+        let verdict = if reason.is_some() { "deny" } else { "permit" };
+        concordat_telemetry::inc(
+            "concordat_decisions_total",
+            &[("recipient", recipient.as_str()), ("verdict", verdict)],
+        );
+        if let Some(reason) = reason {
+            concordat_telemetry::inc("concordat_denials_total", &[("reason", reason)]);
+        }
     }
 }
 
@@ -529,8 +560,16 @@ pub async fn run_housekeeping(store: Store, quiet: Duration, every: Duration, sh
             Ok(_) => {}
             Err(error) => warn!(message = "Closing quiet episodes failed; trying again later.", %error),
         }
+        match store.episodes_awaiting_feedback(now).await {
+            Ok(awaiting) => {
+                let open = awaiting.iter().filter(|episode| episode.state == concordat_store::EpisodeState::Open);
+                concordat_telemetry::set("concordat_feedback_outstanding", &[], open.count() as f64);
+            }
+            Err(error) => warn!(message = "Reading outstanding feedback failed; trying again later.", %error),
+        }
         match store.episodes_feedback_overdue(now).await {
             Ok(overdue) => {
+                concordat_telemetry::set("concordat_feedback_overdue", &[], overdue.len() as f64);
                 // Remember only what is still overdue, so the set stays as small as the backlog.
                 reported.retain(|id| overdue.iter().any(|episode| episode.id == *id));
                 for episode in overdue.iter().filter(|episode| reported.insert(episode.id)) {
@@ -619,8 +658,16 @@ async fn relay_once(store: &Store, publisher: &Publisher) -> Result<usize, Relay
         })
         .collect();
     publisher.publish_batch(&messages).await?;
+    let confirmed = Utc::now();
+    for row in &pending {
+        concordat_telemetry::inc("concordat_deliveries_sent_total", &[("recipient", row.recipient.as_str())]);
+        if let Some(received) = row.received_at {
+            let seconds = (confirmed - received).to_std().map_or(0.0, |elapsed| elapsed.as_secs_f64());
+            concordat_telemetry::observe("concordat_delivery_seconds", &[], seconds);
+        }
+    }
     let ids: Vec<DeliveryId> = pending.iter().map(|row| row.delivery_id).collect();
-    store.mark_sent(&ids, Utc::now()).await?;
+    store.mark_sent(&ids, confirmed).await?;
     Ok(ids.len())
 }
 

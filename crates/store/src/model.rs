@@ -330,6 +330,9 @@ pub struct PendingDelivery {
     pub attempts: u32,
     /// When it was enqueued.
     pub created_at: DateTime<Utc>,
+    /// When the gateway received the event it delivers, while the event's record is kept (for the
+    /// ingest-to-inbox latency).
+    pub received_at: Option<DateTime<Utc>>,
 }
 
 impl fmt::Debug for PendingDelivery {

@@ -151,8 +151,8 @@ pub(crate) fn decision(row: &impl Cols) -> Result<Decision, StoreError> {
     })
 }
 
-pub(crate) const PENDING_COLUMNS: &str =
-    "delivery_id, event_id, recipient, exchange, routing_key, content_type, headers, body, attempts, created_at";
+pub(crate) const PENDING_COLUMNS: &str = "delivery_id, event_id, recipient, exchange, routing_key, content_type, headers, body, attempts, created_at, \
+     (SELECT received_at FROM events WHERE events.event_id = outbox.event_id) AS received_at";
 
 pub(crate) fn pending_delivery(row: &impl Cols) -> Result<PendingDelivery, StoreError> {
     const T: &str = "outbox";
@@ -168,6 +168,7 @@ pub(crate) fn pending_delivery(row: &impl Cols) -> Result<PendingDelivery, Store
         body: row.opt_bytes("body")?.ok_or_else(|| corrupt(T, "body"))?,
         attempts: count(row.int("attempts")?, T, "attempts")?,
         created_at: row.time("created_at")?,
+        received_at: row.opt_time("received_at")?,
     })
 }
 
