@@ -112,6 +112,9 @@ struct Peek<'a> {
 /// broken entry is reported at its pointer (the R4B `Resource` enum would fail the whole Bundle).
 #[derive(Deserialize)]
 struct Envelope<'a> {
+    /// Read with the rest so that a Bundle, the common case, is read in one pass (see [`read_document`]).
+    #[serde(rename = "resourceType", borrow, default)]
+    resource_type: Option<Cow<'a, str>>,
     #[serde(rename = "type", default)]
     bundle_type: Option<BundleType>,
     #[serde(default)]
@@ -186,13 +189,20 @@ const SUPPORTED: &[&str] = &[
 ];
 
 fn read_document(payload: &[u8]) -> Result<Document, IngestError> {
+    // A Bundle whose envelope reads is the common case: read it in one pass. Whenever this fails, the document is
+    // read again step by step below, which finds the same Bundle or reports the same problem as before.
+    if let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(payload)
+        && envelope.resource_type.as_deref() == Some("Bundle")
+    {
+        return read_bundle(envelope);
+    }
     let peek: Peek<'_> = serde_json::from_slice(payload).map_err(|error| json_error(&error))?;
     let Some(resource_type) = peek.resource_type else {
         return Err(IngestError::invalid("", "not a FHIR resource: the document has no resourceType"));
     };
-    let mut document =
-        Document { entries: Vec::new(), timestamp: None, identifier: None, is_bundle: false, problems: Vec::new() };
     if resource_type != "Bundle" {
+        let mut document =
+            Document { entries: Vec::new(), timestamp: None, identifier: None, is_bundle: false, problems: Vec::new() };
         // The payload is valid JSON (the peek read all of it), so UTF-8 errors cannot occur here.
         let text = std::str::from_utf8(payload).map_err(|_| IngestError::invalid("", "not UTF-8 text"))?;
         match read_entry(text, &resource_type, String::new(), None) {
@@ -201,7 +211,6 @@ fn read_document(payload: &[u8]) -> Result<Document, IngestError> {
         }
         return Ok(document);
     }
-    document.is_bundle = true;
     let envelope: Envelope<'_> = match serde_json::from_slice(payload) {
         Ok(envelope) => envelope,
         Err(_) => {
@@ -213,6 +222,12 @@ fn read_document(payload: &[u8]) -> Result<Document, IngestError> {
             return Err(IngestError::Invalid(vec![error]));
         }
     };
+    read_bundle(envelope)
+}
+
+fn read_bundle(envelope: Envelope<'_>) -> Result<Document, IngestError> {
+    let mut document =
+        Document { entries: Vec::new(), timestamp: None, identifier: None, is_bundle: true, problems: Vec::new() };
     match envelope.bundle_type {
         Some(BundleType::Message | BundleType::Transaction | BundleType::Collection | BundleType::Batch) => {}
         Some(_) => {
@@ -231,6 +246,14 @@ fn read_document(payload: &[u8]) -> Result<Document, IngestError> {
             document.problems.push(InputProblem::at(format!("/entry/{index}"), "Bundle entry has no resource"));
             continue;
         };
+        // Most entries start with their resourceType; parsing such an entry straight away saves reading it
+        // twice. Should that parse fail, the entry is read again below, which reports exactly as before.
+        if let Some(resource_type) = leading_resource_type(resource.get())
+            && let Ok(entry) = read_entry(resource.get(), resource_type, pointer.clone(), raw.full_url.clone())
+        {
+            document.entries.push(entry);
+            continue;
+        }
         let peek: Peek<'_> = match serde_json::from_str(resource.get()) {
             Ok(peek) => peek,
             Err(_) => {
@@ -249,6 +272,21 @@ fn read_document(payload: &[u8]) -> Result<Document, IngestError> {
     }
     Ok(document)
 }
+
+/// The resourceType of a resource whose first member names one of the types parsed with a model, without
+/// reading further. Resources read without a model (Practitioner, PractitionerRole) are left to the full read,
+/// because only a model's parse also rejects a second resourceType member later in the object.
+fn leading_resource_type(text: &str) -> Option<&str> {
+    let rest = text.trim_start_matches(JSON_WHITESPACE).strip_prefix('{')?;
+    let rest = rest.trim_start_matches(JSON_WHITESPACE).strip_prefix("\"resourceType\"")?;
+    let rest = rest.trim_start_matches(JSON_WHITESPACE).strip_prefix(':')?;
+    let rest = rest.trim_start_matches(JSON_WHITESPACE).strip_prefix('"')?;
+    let (resource_type, _) = rest.split_once('"')?;
+    let modelled = SUPPORTED.contains(&resource_type) && !matches!(resource_type, "Practitioner" | "PractitionerRole");
+    modelled.then_some(resource_type)
+}
+
+const JSON_WHITESPACE: &[char] = &[' ', '\t', '\n', '\r'];
 
 fn read_entry(
     text: &str,
