@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use concordat_e2e::{Area, StoreKind, find_identifier, json_fixture};
-use serde_json::{Value, json};
+use concordat_e2e::{Area, StoreKind, find_identifier, json_fixture, set_nhs_number};
+use serde_json::json;
 
 const POLICE_S136: &str = "schemas/examples/police-incident/valid/s136-public-place-police-vehicle.json";
 const CRISIS_PLAN: &str = "adapters/nhs-fhir/tests/fixtures/valid/crisis-plan-with-consent-given.json";
@@ -15,20 +15,6 @@ const SAFE_HAVEN_REFERRAL: &str = "schemas/examples/vcs-contact/valid/safe-haven
 const NHS_NUMBER: &str = "9434765919";
 const EPISODE_SYSTEM: &str = "urn:concordat:episode";
 const FHIR: &str = "application/fhir+json";
-
-/// Replaces every NHS-number identifier of a FHIR Bundle with `number`.
-fn set_nhs_number(value: &mut Value, number: &str) {
-    match value {
-        Value::Object(map) => {
-            if map.get("system").and_then(Value::as_str) == Some("https://fhir.nhs.uk/Id/nhs-number") {
-                map.insert("value".to_owned(), json!(number));
-            }
-            map.values_mut().for_each(|inner| set_nhs_number(inner, number));
-        }
-        Value::Array(items) => items.iter_mut().for_each(|inner| set_nhs_number(inner, number)),
-        _ => {}
-    }
-}
 
 /// The trust's assessment outcome for the episode: no further action, with a diagnosis recorded against the
 /// encounter (which must never reach the police).

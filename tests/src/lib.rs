@@ -10,6 +10,8 @@
 //! Needs RabbitMQ with `rabbitmqctl` on the path and PostgreSQL (`scripts/test.sh` starts both), and the
 //! `concordat` binary: `cargo test --workspace` builds it; `CONCORDAT_BIN` names another one.
 
+pub mod otlp;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::TcpListener;
@@ -206,6 +208,7 @@ pub struct Area {
     tokens: BTreeMap<String, String>,
     http: reqwest::Client,
     amqp: Option<Connection>,
+    env: Vec<(String, String)>,
 }
 
 impl Area {
@@ -214,6 +217,14 @@ impl Area {
     /// # Errors
     /// RabbitMQ, PostgreSQL or the binary are missing, or the process did not become ready.
     pub async fn start(store: StoreKind) -> Result<Self> {
+        Self::start_with(store, &[]).await
+    }
+
+    /// [`Self::start`], with `env` added to the process's environment (e.g. `CONCORDAT_OTLP_ENDPOINT`).
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub async fn start_with(store: StoreKind, env: &[(&str, &str)]) -> Result<Self> {
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let vhost = format!("e2e-{unique}");
         rabbitmqctl(&["-q", "add_vhost", &vhost])?;
@@ -249,6 +260,7 @@ impl Area {
             tokens: dev_tokens()?,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
             amqp: None,
+            env: env.iter().map(|&(name, value)| (name.to_owned(), value.to_owned())).collect(),
         };
         area.launch().await?;
         Ok(area)
@@ -273,7 +285,8 @@ impl Area {
             .env("CONCORDAT_LISTEN", format!("127.0.0.1:{}", self.ingest))
             .env("CONCORDAT_ADMIN_LISTEN", format!("127.0.0.1:{}", self.admin))
             .env("CONCORDAT_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("CONCORDAT_LOG", "info");
+            .env("CONCORDAT_LOG", "info")
+            .envs(self.env.iter().map(|(name, value)| (name, value)));
         Ok(command)
     }
 
@@ -384,16 +397,37 @@ impl Area {
         content_type: &str,
         body: impl Into<reqwest::Body>,
     ) -> Result<Answer> {
+        self.post_with_headers(agency, token, content_type, body, &[]).await
+    }
+
+    /// Posts `body` to `agency`'s ingest endpoint with `token` and the extra `headers` (e.g. `traceparent`).
+    ///
+    /// # Errors
+    /// The request could not be sent.
+    pub async fn post_with_headers(
+        &self,
+        agency: &str,
+        token: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer> {
         let url = format!("http://127.0.0.1:{}/v1/agencies/{agency}/events", self.ingest);
-        let response = self
+        let mut request = self
             .http
             .post(url)
             .bearer_auth(token)
             .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(body)
-            .send()
-            .await?;
-        Answer::read(response).await
+            .body(body.into());
+        for &(name, value) in headers {
+            request = request.header(name, value);
+        }
+        Answer::read(request.send().await?).await
+    }
+
+    /// The development token of `agency` (empty when it has none).
+    pub fn token(&self, agency: &str) -> String {
+        self.tokens.get(agency).cloned().unwrap_or_default()
     }
 
     /// Posts and insists on `202 Accepted`; returns the accepted event ids.
@@ -641,5 +675,19 @@ pub fn find_identifier(value: &Value, system: &str) -> Option<String> {
         }
         Value::Array(items) => items.iter().find_map(|inner| find_identifier(inner, system)),
         _ => None,
+    }
+}
+
+/// Replaces every NHS-number identifier of a FHIR Bundle with `number`.
+pub fn set_nhs_number(value: &mut Value, number: &str) {
+    match value {
+        Value::Object(map) => {
+            if map.get("system").and_then(Value::as_str) == Some("https://fhir.nhs.uk/Id/nhs-number") {
+                map.insert("value".to_owned(), Value::String(number.to_owned()));
+            }
+            map.values_mut().for_each(|inner| set_nhs_number(inner, number));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|inner| set_nhs_number(inner, number)),
+        _ => {}
     }
 }

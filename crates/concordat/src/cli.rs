@@ -10,8 +10,8 @@ use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "concordat", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// Log format on stderr: human-readable text, or one JSON object per line for a log shipper.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CONCORDAT_LOG_FORMAT")]
     pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]

@@ -11,6 +11,7 @@ mod ops;
 mod pure;
 mod report;
 mod run;
+mod traces;
 
 use std::process::ExitCode;
 
@@ -44,11 +45,22 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let env: Vec<(String, String)> = std::env::vars().collect();
     // The benchmark prints its own figures; the pipeline's per-event lines would drown them.
     let default_level =
         if matches!(cli.command, Command::Bench { .. } | Command::BenchPipeline { .. }) { "warn" } else { "info" };
-    init_logging(cli.log_format, default_level);
-    match try_main(cli) {
+    let traces = match init_logging(cli.log_format, default_level, otlp_endpoint(&cli, &env).as_deref()) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("concordat: {error:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = try_main(cli, &env);
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             // Reported once, here, with its chain of causes on one line.
@@ -58,10 +70,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn try_main(cli: Cli) -> Result<(), Failure> {
-    let env: Vec<(String, String)> = std::env::vars().collect();
+/// Where `concordat run` exports its spans, if anywhere. Read before logging starts, as the layer is part of
+/// the subscriber; a configuration that does not load is reported by `run` itself.
+fn otlp_endpoint(cli: &Cli, env: &[(String, String)]) -> Option<String> {
+    match &cli.command {
+        Command::Run { config } => config::Config::load(config.as_deref(), env)
+            .ok()
+            .and_then(|(config, _)| config.otlp_endpoint)
+            .filter(|endpoint| !endpoint.trim().is_empty()),
+        _ => None,
+    }
+}
+
+fn try_main(cli: Cli, env: &[(String, String)]) -> Result<(), Failure> {
     match cli.command {
-        Command::Run { config } => run::run(config.as_deref(), &env),
+        Command::Run { config } => run::run(config.as_deref(), env),
         Command::Translate { adapter, agency, content_type, received_at, file } => {
             pure::translate(adapter, agency.as_deref(), content_type.as_deref(), received_at.as_deref(), &file)
         }
@@ -71,35 +94,54 @@ fn try_main(cli: Cli) -> Result<(), Failure> {
         Command::Policy { command } => pure::policy(command),
         Command::Bench { config, episodes, rate, latency_episodes, concurrency, store_url } => {
             let args = bench::BenchArgs { config, episodes, rate, latency_episodes, concurrency, store_url };
-            bench::bench(&args, &env)
+            bench::bench(&args, env)
         }
         Command::BenchPipeline { config, prefix, store_url } => {
-            bench::pipeline(config.as_deref(), &prefix, &store_url, &env)
+            bench::pipeline(config.as_deref(), &prefix, &store_url, env)
         }
         Command::Dlq { command: DlqCommand::List { config, stage, format } } => {
-            dlq::list(config.as_deref(), stage, format, &env)
+            dlq::list(config.as_deref(), stage, format, env)
         }
         Command::Dlq { command: DlqCommand::Retry { config, id, stage, reason, kind, all: _ } } => {
-            dlq::retry(config.as_deref(), id.as_deref(), dlq::Chosen { stage, reason, kind }, &env)
+            dlq::retry(config.as_deref(), id.as_deref(), dlq::Chosen { stage, reason, kind }, env)
         }
-        Command::Audit { command: AuditCommand::Verify { config } } => ops::audit_verify(config.as_deref(), &env),
+        Command::Audit { command: AuditCommand::Verify { config } } => ops::audit_verify(config.as_deref(), env),
         Command::Report { config, from, to, format } => {
-            report::report(config.as_deref(), from.as_deref(), to.as_deref(), format, &env)
+            report::report(config.as_deref(), from.as_deref(), to.as_deref(), format, env)
         }
     }
 }
 
-fn init_logging(format: LogFormat, default_level: &str) {
+/// Logs to stderr, as text or JSON lines, at `CONCORDAT_LOG` (default `default_level`); and, given an OTLP
+/// endpoint, exports Concordat's spans there whatever the log level.
+fn init_logging(
+    format: LogFormat,
+    default_level: &str,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<Option<traces::Traces>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_env("CONCORDAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
         // lapin's own warning about a returned message prints the whole message, body and all, and a body
         // holds personal data; whatever the operator asks for, lapin speaks only of errors.
         .add_directive(LAPIN_ONLY_ERRORS.parse().expect("a valid directive"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs.with_filter(filter).boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    let (export, traces) = match otlp_endpoint {
+        Some(endpoint) => {
+            let (layer, traces) = traces::layer(endpoint)?;
+            (Some(layer), Some(traces))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(logs).with(export).init();
+    Ok(traces)
 }
 
 const LAPIN_ONLY_ERRORS: &str = "lapin=error";

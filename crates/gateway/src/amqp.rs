@@ -16,7 +16,7 @@ use chrono::{SubsecRound, Utc};
 use concordat_bus::{BusConfig, ConsumeError, IncomingMessage, Outcome, Subscription, TraceParent, consume};
 use concordat_episode::{AgencyId, Timestamp};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument as _, Span, info, info_span, warn};
 
 use crate::gateway::Gateway;
 use crate::ingest::{Refusal, Submission, translate};
@@ -38,7 +38,13 @@ pub async fn consume_amqp_ingest(
     let subscription = Subscription::ingest(gateway.inner.topology.clone(), CONNECTION_NAME);
     consume(bus, subscription, shutdown, move |message| {
         let gateway = gateway.clone();
-        async move { handle(&gateway, message).await }
+        let span =
+            info_span!("ingest", queue = "concordat.ingest", message_id = message.message_id().unwrap_or_default());
+        // The publisher's trace goes on through this message's events.
+        if let Some(traceparent) = message.header(concordat_bus::TRACEPARENT_HEADER) {
+            concordat_telemetry::trace::continue_trace(&span, traceparent);
+        }
+        async move { handle(&gateway, message).await }.instrument(span)
     })
     .await
 }
@@ -89,17 +95,19 @@ async fn handle(gateway: &Gateway, message: IncomingMessage) -> Outcome {
     };
     // The consumer handles one message at a time (within its prefetch), so translating inline blocks no
     // other message of this queue.
-    let translated = match translate(&submission, &gateway.inner.adapters, &gateway.inner.topology.events_exchange()) {
-        Ok(translated) => translated,
-        Err(refusal) => {
-            let reason = match &refusal {
-                Refusal::Ingest(error) => format!("{} refused the payload: {error}", party.format),
-                Refusal::InvalidEvent { .. } => refusal.to_string(),
-            };
-            warn!(%agency, message_id = message.message_id(), reason, "Ingest message dead-lettered.");
-            return Outcome::DeadLetter { reason };
-        }
-    };
+    let mut translated =
+        match translate(&submission, &gateway.inner.adapters, &gateway.inner.topology.events_exchange()) {
+            Ok(translated) => translated,
+            Err(refusal) => {
+                let reason = match &refusal {
+                    Refusal::Ingest(error) => format!("{} refused the payload: {error}", party.format),
+                    Refusal::InvalidEvent { .. } => refusal.to_string(),
+                };
+                warn!(%agency, message_id = message.message_id(), reason, "Ingest message dead-lettered.");
+                return Outcome::DeadLetter { reason };
+            }
+        };
+    let _spans = translated.trace(&Span::current(), &agency);
     match gateway.inner.publisher.publish_batch(&translated.messages).await {
         Ok(()) => {
             translated.count_accepted(&agency);

@@ -73,7 +73,12 @@ pub(crate) fn router(gateway: Gateway) -> Router {
 /// One span per request, named by the route template, never by the path's values beyond the route.
 fn request_span(request: &Request) -> Span {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
-    info_span!("request", method = %request.method(), route)
+    let span = info_span!("request", method = %request.method(), route, agency = tracing::field::Empty);
+    // A caller that traces its own work gets its trace continued; the events' traces start here otherwise.
+    if let Some(traceparent) = request.headers().get(TRACEPARENT_HEADER).and_then(|value| value.to_str().ok()) {
+        concordat_telemetry::trace::continue_trace(&span, traceparent);
+    }
+    span
 }
 
 /// Renders each problem as the request asks (FHIR clients get `OperationOutcome`) and logs it once: 5xx with
@@ -180,6 +185,7 @@ async fn ingest(
     NativePayload(payload): NativePayload,
 ) -> Result<(StatusCode, Json<Accepted>), Problem> {
     let started = Instant::now();
+    Span::current().record("agency", caller.as_str());
     if path != caller.as_str() {
         let known = AgencyId::new(path.as_str()).is_ok_and(|agency| gateway.inner.parties.contains_key(&agency));
         return Err(if known {
@@ -208,7 +214,7 @@ async fn ingest(
     let work = gateway.clone();
     let agency = caller.clone();
     let media_type = content_type.clone();
-    let translated = tokio::task::spawn_blocking(move || {
+    let mut translated = tokio::task::spawn_blocking(move || {
         let submission = Submission {
             agency: &agency,
             agency_kind: party.kind,
@@ -227,6 +233,7 @@ async fn ingest(
         bug @ Refusal::InvalidEvent { .. } => Problem::internal(ProblemKind::Internal, bug.to_string()),
     })?;
 
+    let _spans = translated.trace(&Span::current(), &caller);
     // Only a confirm makes the events durable; until then nothing is promised to the sender.
     gateway.inner.publisher.publish_batch(&translated.messages).await.map_err(|error| {
         let kind = match error {

@@ -74,6 +74,30 @@ impl Translated {
             concordat_telemetry::inc("concordat_events_ingested_total", &[("agency", agency.as_str()), ("kind", kind)]);
         }
     }
+
+    /// Opens one `publish` span per event under `parent` (ids, kind and agency only) and, when spans are
+    /// exported, makes each message's `traceparent` name its event's span, so that each event's trace goes
+    /// on from there. Keep the spans until RabbitMQ confirmed the messages: a span ends when it is dropped.
+    pub fn trace(&mut self, parent: &tracing::Span, agency: &AgencyId) -> Vec<tracing::Span> {
+        self.messages
+            .iter_mut()
+            .map(|message| {
+                let kind = message.headers.get(KIND_HEADER).map_or("unknown", String::as_str);
+                let span = tracing::info_span!(
+                    parent: parent,
+                    "publish",
+                    event_id = %message.message_id,
+                    kind,
+                    agency = %agency,
+                    exchange = %message.exchange,
+                );
+                if let Some(own) = concordat_telemetry::trace::traceparent(&span).and_then(|value| value.parse().ok()) {
+                    message.traceparent = own;
+                }
+                span
+            })
+            .collect()
+    }
 }
 
 /// Translates a submission with its format's adapter, validates every event, and builds its message for

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use concordat_bus::{
-    BusConfig, ConsumeError, IncomingMessage, Outcome, OutgoingMessage, Publisher, Subscription, Topology, TraceParent,
-    consume_batches,
+    BusConfig, ConsumeError, IncomingMessage, Outcome, OutgoingMessage, Publisher, Subscription, TRACEPARENT_HEADER,
+    Topology, TraceParent, consume_batches,
 };
 use concordat_episode::{
     AgencyId, CrisisEvent, EPISODE_SYSTEM, EpisodeId, EventId, EventKind, Identifier, NonEmptyString, Timestamp,
@@ -135,7 +135,12 @@ impl Router {
             match parse_event(message.body()) {
                 Ok(event) => {
                     let traceparent = message.traceparent().and_then(Result::ok).unwrap_or_else(TraceParent::new_root);
-                    routable.push((index, event, traceparent));
+                    let span = route_span(&event);
+                    // The event's trace goes on from the span that published it.
+                    if let Some(parent) = message.header(TRACEPARENT_HEADER) {
+                        concordat_telemetry::trace::continue_trace(&span, parent);
+                    }
+                    routable.push((index, event, traceparent, span));
                 }
                 Err(error) => {
                     outcomes[index] =
@@ -144,18 +149,24 @@ impl Router {
             }
         }
         let spans: Vec<(usize, tracing::Span)> =
-            routable.iter().map(|(index, event, _)| (*index, route_span(event))).collect();
+            routable.iter().map(|(index, _, _, span)| (*index, span.clone())).collect();
         let now = Utc::now();
-        let events: Vec<(CrisisEvent, TraceParent)> =
-            routable.iter().map(|(_, event, traceparent)| (event.clone(), *traceparent)).collect();
+        let events: Vec<Routable> = routable
+            .iter()
+            .map(|(_, event, traceparent, span)| Routable {
+                event: event.clone(),
+                traceparent: *traceparent,
+                span: span.clone(),
+            })
+            .collect();
         let results = match self.route_batch(events, now).await {
             Ok(results) => results,
             Err(error) if routable.len() == 1 => vec![Err(error)],
             Err(error) => {
                 warn!(message = "Routing the batch failed; routing its events one by one.", %error, events = routable.len());
                 let mut results = Vec::with_capacity(routable.len());
-                for ((_, event, traceparent), (_, span)) in routable.into_iter().zip(&spans) {
-                    results.push(self.route(event, now, &traceparent).instrument(span.clone()).await);
+                for (_, event, traceparent, span) in routable {
+                    results.push(self.route(event, now, &traceparent).instrument(span).await);
                 }
                 results
             }
@@ -205,26 +216,26 @@ impl Router {
     /// [`RouteError::Render`] or [`RouteError::Store`], for the batch.
     pub async fn route_batch(
         &self,
-        events: Vec<(CrisisEvent, TraceParent)>,
+        events: Vec<Routable>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<Routed, RouteError>>, RouteError> {
         let started = std::time::Instant::now();
         let mut tx = self.store.begin().await?;
-        let ids: Vec<EventId> = events.iter().map(|(event, _)| event.event_id).collect();
+        let ids: Vec<EventId> = events.iter().map(|routable| routable.event.event_id).collect();
         // Every dedup mark is read in one statement and written in one; an event met twice in the batch
         // is a duplicate the second time, once the first was routed.
         let mut processed = tx.processed_among(&ids).await?;
         let mut marks = Vec::with_capacity(events.len());
         let mut verdicts = Vec::new();
         let mut results = Vec::with_capacity(events.len());
-        for (event, traceparent) in events {
+        for Routable { event, traceparent, span } in events {
             let event_id = event.event_id;
             if processed.contains(&event_id) {
                 results.push(Ok(Routed::Duplicate));
                 continue;
             }
             // A refused event adds no verdicts: a conflict is found before the plan is made.
-            match self.route_in(&mut tx, event, now, &traceparent, &mut verdicts).await {
+            match self.route_in(&mut tx, event, now, &traceparent, &mut verdicts).instrument(span).await {
                 Err(conflict @ RouteError::Conflict(_)) => results.push(Err(conflict)),
                 Err(error) => return Err(error),
                 Ok(routed) => {
@@ -403,14 +414,39 @@ impl Router {
     ) -> Result<(), StoreError> {
         let decisions: Vec<_> = plan.decisions.iter().map(|decision| stored_decision(decision, episode, now)).collect();
         tx.insert_decisions(&decisions).await?;
+        // One span per decision, in the event's span; a delivery's trace goes on from its decision's.
+        let decided: BTreeMap<uuid::Uuid, Option<String>> = plan
+            .decisions
+            .iter()
+            .map(|decision| {
+                let (verdict, reason) = match decision.verdict {
+                    Verdict::Permit => ("permit", None),
+                    Verdict::Deny(reason) => ("deny", Some(reason.as_str())),
+                };
+                let span = info_span!(
+                    "decide",
+                    event_id = %decision.event_id,
+                    recipient = %decision.recipient,
+                    decision = verdict,
+                    reason,
+                    fields_shared = decision.fields_shared.len(),
+                    fields_withheld = decision.fields_withheld.len(),
+                );
+                (decision.decision_id, concordat_telemetry::trace::traceparent(&span))
+            })
+            .collect();
         let deliveries: Vec<NewDelivery> = plan
             .deliveries
             .iter()
             .map(|delivery| {
+                let traceparent = decided
+                    .get(&delivery.decision_id)
+                    .and_then(Option::clone)
+                    .unwrap_or_else(|| traceparent.child().to_string());
                 let mut headers = BTreeMap::from([
                     (KIND_HEADER.to_owned(), delivery.kind.as_str().to_owned()),
                     (DECISION_HEADER.to_owned(), delivery.decision_id.to_string()),
-                    ("traceparent".to_owned(), traceparent.child().to_string()),
+                    (TRACEPARENT_HEADER.to_owned(), traceparent),
                 ]);
                 if let Some(episode) = delivery.episode_id {
                     headers.insert(EPISODE_HEADER.to_owned(), episode.to_string());
@@ -450,28 +486,60 @@ fn count_decisions(verdicts: &[Counted]) {
     }
 }
 
-/// The span an event's routing is logged in: ids and kinds only.
-fn route_span(event: &CrisisEvent) -> tracing::Span {
-    info_span!("route", event_id = %event.event_id, kind = %event.kind, agency = %event.source.agency)
+/// An event to route, with the trace context it came with and the span its routing is logged in.
+#[derive(Debug)]
+pub struct Routable {
+    /// The event.
+    pub event: CrisisEvent,
+    /// Its message's `traceparent` (a new root when it had none): the deliveries' trace context when spans
+    /// are not exported.
+    pub traceparent: TraceParent,
+    /// Its `route` span (see [`route_span`]).
+    pub span: tracing::Span,
+}
+
+impl Routable {
+    /// `event` with the trace context it came with, in a [`route_span`] of its own.
+    pub fn new(event: CrisisEvent, traceparent: TraceParent) -> Self {
+        let span = route_span(&event);
+        Self { event, traceparent, span }
+    }
+}
+
+/// The span an event's routing is logged in: ids and kinds only; `episode` and `outcome` are recorded when
+/// they are known.
+pub fn route_span(event: &CrisisEvent) -> tracing::Span {
+    info_span!(
+        "route",
+        event_id = %event.event_id,
+        kind = %event.kind,
+        agency = %event.source.agency,
+        episode = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
 }
 
 /// How a routing result settles its message, logged in the event's span.
 fn outcome(result: Result<Routed, RouteError>) -> Outcome {
     match result {
         Ok(Routed::Duplicate) => {
+            tracing::Span::current().record("outcome", "duplicate");
             info!(message = "Already routed; acking the redelivery.");
             Outcome::Ack
         }
         Ok(Routed::Done { episode, decisions, deliveries }) => {
             let episode = episode.map(|id| id.to_string()).unwrap_or_default();
+            tracing::Span::current().record("outcome", "routed").record("episode", episode.as_str());
             info!(message = "Routed.", episode, decisions, deliveries);
             Outcome::Ack
         }
         Err(error @ (RouteError::Conflict(_) | RouteError::Render { .. })) => {
+            tracing::Span::current().record("outcome", "dead_letter");
             warn!(message = "Dead-lettering the event.", %error);
             Outcome::DeadLetter { reason: error.to_string() }
         }
         Err(RouteError::Store(error)) => {
+            tracing::Span::current().record("outcome", "retry");
             // Transient or not, a retry is safe (nothing committed); the delivery limit turns a persistent
             // failure into a dead letter with this reason.
             warn!(message = "Store failed; the event will be retried.", %error);
@@ -638,14 +706,29 @@ async fn relay_once(store: &Store, publisher: &Publisher) -> Result<usize, Relay
     if pending.is_empty() {
         return Ok(0);
     }
+    // One span per delivery, going on from its decision's; the message names it as the next hop's parent.
+    let mut spans = Vec::with_capacity(pending.len());
     let messages: Vec<OutgoingMessage> = pending
         .iter()
         .map(|row| {
-            let traceparent = row
-                .headers
-                .get("traceparent")
+            let stored = row.headers.get(TRACEPARENT_HEADER);
+            let span = info_span!(
+                "deliver",
+                message_id = %row.delivery_id,
+                event_id = %row.event_id,
+                recipient = %row.recipient,
+                kind = row.headers.get(KIND_HEADER).map_or("unknown", String::as_str),
+                exchange = %row.exchange,
+                outcome = tracing::field::Empty,
+            );
+            if let Some(parent) = stored {
+                concordat_telemetry::trace::continue_trace(&span, parent);
+            }
+            let traceparent = concordat_telemetry::trace::traceparent(&span)
+                .or_else(|| stored.cloned())
                 .and_then(|value| value.parse::<TraceParent>().ok())
                 .unwrap_or_else(TraceParent::new_root);
+            spans.push(span);
             OutgoingMessage {
                 exchange: row.exchange.clone(),
                 routing_key: row.routing_key.clone(),
@@ -657,7 +740,12 @@ async fn relay_once(store: &Store, publisher: &Publisher) -> Result<usize, Relay
             }
         })
         .collect();
-    publisher.publish_batch(&messages).await?;
+    let published = publisher.publish_batch(&messages).await;
+    let outcome = if published.is_ok() { "confirmed" } else { "not_confirmed" };
+    for span in &spans {
+        span.record("outcome", outcome);
+    }
+    published?;
     let confirmed = Utc::now();
     for row in &pending {
         concordat_telemetry::inc("concordat_deliveries_sent_total", &[("recipient", row.recipient.as_str())]);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use concordat_bus::{Topology, TraceParent};
 use concordat_episode::{CrisisEvent, EventId, Identifier, NonEmptyString, parse_event};
-use concordat_router::{RouteError, Routed, Router};
+use concordat_router::{Routable, RouteError, Routed, Router};
 use concordat_store::{Store, SubjectKeyer};
 use uuid::Uuid;
 
@@ -78,7 +78,7 @@ async fn one_batch_one_commit_with_each_event_seeing_those_before_it() {
 
     let batch = [first.clone(), first.clone(), second, ambiguous.clone(), outcome];
     let results = router
-        .route_batch(batch.into_iter().map(|event| (event, TraceParent::new_root())).collect(), Utc::now())
+        .route_batch(batch.into_iter().map(|event| Routable::new(event, TraceParent::new_root())).collect(), Utc::now())
         .await
         .unwrap();
 
@@ -127,7 +127,7 @@ async fn a_batch_routes_as_the_same_events_one_by_one() {
     let (router, batched) = start(together.path()).await;
     let now = Utc::now();
     let results = router
-        .route_batch(batch.iter().cloned().map(|event| (event, TraceParent::new_root())).collect(), now)
+        .route_batch(batch.iter().cloned().map(|event| Routable::new(event, TraceParent::new_root())).collect(), now)
         .await
         .unwrap();
     let apart = tempfile::tempdir().unwrap();

@@ -8,6 +8,10 @@
 //!
 //! Labels carry agency ids, event kinds, verdicts, reasons and stages: bounded sets from the policy and the
 //! schema, never anything from a message body, so no personal data reaches a metric.
+//!
+//! [`trace`] carries the trace context of Concordat's spans across RabbitMQ.
+
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -46,12 +50,23 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("concordat_denials_total", Kind::Counter, "Sharing decisions that withheld an event, by reason."),
     ("concordat_deliveries_sent_total", Kind::Counter, "Deliveries RabbitMQ confirmed to an agency's inbox."),
     ("concordat_dead_letters_total", Kind::Counter, "Messages dead-lettered, by stage."),
+    (
+        "concordat_retention_purged_total",
+        Kind::Counter,
+        "Records purged when their retention period ended, by kind of record (dead letters included).",
+    ),
     ("concordat_router_batch_seconds", Kind::Histogram, "Time to route and commit one batch of events in the store."),
     (
         "concordat_delivery_seconds",
         Kind::Histogram,
         "Time from an event's receipt by the gateway to RabbitMQ confirming its delivery to an inbox.",
     ),
+    (
+        "concordat_queue_messages",
+        Kind::Gauge,
+        "Messages ready in each of the topology's queues (router input, inboxes, dead letters), read every 15 s.",
+    ),
+    ("concordat_queue_consumers", Kind::Gauge, "Consumers reading each of the topology's queues, read every 15 s."),
     ("concordat_feedback_outstanding", Kind::Gauge, "Open episodes whose originator has had no outcome feedback yet."),
     (
         "concordat_feedback_overdue",
