@@ -275,7 +275,7 @@ pub async fn list_dead_letters(
     let mut listed = Vec::new();
     let mut failed = None;
     for stage in filter.stages() {
-        match session.visit(topology, stage, |_| false).await {
+        match session.visit(topology, stage, |_| Action::Keep).await {
             Ok(visited) => {
                 listed.extend(visited.into_iter().map(|(letter, _)| letter).filter(|letter| filter.matches(letter)));
             }
@@ -307,13 +307,14 @@ pub async fn retry_dead_letters(
     let mut report = RetryReport::default();
     let mut failed = None;
     for stage in selector.stages() {
-        match session.visit(topology, stage, |letter| selector.matches(letter)).await {
+        let select = |letter: &DeadLetter| if selector.matches(letter) { Action::Retry } else { Action::Keep };
+        match session.visit(topology, stage, select).await {
             Ok(visited) => {
-                for (letter, retried) in visited {
-                    match retried {
-                        None => {}
-                        Some(Ok(())) => report.retried.push(letter),
-                        Some(Err(why)) => report.not_retried.push((letter, why)),
+                for (letter, settled) in visited {
+                    match settled {
+                        Settled::Kept | Settled::Dropped => {}
+                        Settled::Retried(Ok(())) => report.retried.push(letter),
+                        Settled::Retried(Err(why)) => report.not_retried.push((letter, why)),
                     }
                 }
             }
@@ -338,9 +339,68 @@ pub async fn retry_dead_letters(
     failed.map_or(Ok(report), Err)
 }
 
-/// What happened to one dead letter of a visit: `None` when it was not selected, else whether it was
-/// retried.
-type Visited = (DeadLetter, Option<Result<(), NotRetried>>);
+/// Removes, from every stage's dead-letter queue, the dead letters dead-lettered before `before` (seconds
+/// since the Unix epoch): the retention period of dead letters has passed (DESIGN.md §7, invariant 7). A
+/// dead letter with no recorded time is kept, since its age is unknown; the others go back as listing puts
+/// them back. Returns the dead letters removed (metadata only).
+///
+/// # Errors
+/// As [`list_dead_letters`]; what was removed before a failure stays removed.
+pub async fn expire_dead_letters(
+    config: &BusConfig,
+    topology: &Topology,
+    before: u64,
+) -> Result<Vec<DeadLetter>, DeadLetterError> {
+    let session = Session::open(config, "concordat-dlq-expire").await?;
+    let mut expired = Vec::new();
+    let mut failed = None;
+    let expire = |letter: &DeadLetter| match letter.dead_lettered_at {
+        Some(at) if at < before => Action::Drop,
+        _ => Action::Keep,
+    };
+    for stage in Stage::ALL {
+        match session.visit(topology, stage, expire).await {
+            Ok(visited) => {
+                expired.extend(
+                    visited.into_iter().filter(|(_, settled)| matches!(settled, Settled::Dropped)).map(|(l, _)| l),
+                );
+            }
+            Err(error) => {
+                failed = Some(error);
+                break;
+            }
+        }
+    }
+    session.close().await;
+    for letter in &expired {
+        info!(stage = %letter.stage, message_id = letter.message_id.as_deref().unwrap_or_default(), "Dead letter expired.");
+    }
+    failed.map_or(Ok(expired), Err)
+}
+
+/// What a visit is to do with one dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Put it back.
+    Keep,
+    /// Republish it to its original route, then remove it.
+    Retry,
+    /// Remove it.
+    Drop,
+}
+
+/// What became of one dead letter of a visit.
+#[derive(Debug)]
+enum Settled {
+    /// Put back.
+    Kept,
+    /// Retried, or why not (then put back).
+    Retried(Result<(), NotRetried>),
+    /// Removed.
+    Dropped,
+}
+
+type Visited = (DeadLetter, Settled);
 
 /// One connection: a channel that takes and settles, and a confirm channel that publishes.
 struct Session {
@@ -363,15 +423,15 @@ impl Session {
         let _ = self.connection.close(200, "dead letters settled".into()).await;
     }
 
-    /// Takes every message of `stage`'s dead-letter queue, then, in queue order, republishes those `select`
-    /// picks to their original route and settles each: acked once its copy was confirmed, put back
-    /// otherwise. A queue that does not exist (the topology was never declared on this broker) holds
-    /// nothing.
+    /// Takes every message of `stage`'s dead-letter queue, then, in queue order, does with each what
+    /// `decide` says: a retried one is republished to its original route and acked once its copy was
+    /// confirmed (put back if not), a dropped one is acked, the others are put back. A queue that does not
+    /// exist (the topology was never declared on this broker) holds nothing.
     async fn visit(
         &self,
         topology: &Topology,
         stage: Stage,
-        select: impl Fn(&DeadLetter) -> bool,
+        decide: impl Fn(&DeadLetter) -> Action,
     ) -> Result<Vec<Visited>, DeadLetterError> {
         let queue = topology.dead_letter_queue(stage);
         let broker = |source| DeadLetterError::Broker { queue: queue.clone(), source };
@@ -391,17 +451,23 @@ impl Session {
         let mut settled = Ok(());
         for delivery in &taken {
             let letter = DeadLetter::from_delivery(stage, delivery);
-            let retried = if select(&letter) { Some(self.republish(&letter, delivery).await) } else { None };
-            let result = match retried {
+            let outcome = match decide(&letter) {
+                Action::Keep => Settled::Kept,
+                Action::Retry => Settled::Retried(self.republish(&letter, delivery).await),
+                Action::Drop => Settled::Dropped,
+            };
+            let result = match outcome {
                 // Acked only now that RabbitMQ has confirmed the copy on its original route.
-                Some(Ok(())) => delivery.acker.ack(BasicAckOptions::default()).await.map(drop),
-                None | Some(Err(_)) => self.put_back(&name, delivery).await,
+                Settled::Retried(Ok(())) | Settled::Dropped => {
+                    delivery.acker.ack(BasicAckOptions::default()).await.map(drop)
+                }
+                Settled::Kept | Settled::Retried(Err(_)) => self.put_back(&name, delivery).await,
             };
             if let Err(source) = result {
                 settled = Err(broker(source));
                 break;
             }
-            visited.push((letter, retried));
+            visited.push((letter, outcome));
         }
         let _ = reader.close(200, "dead letters settled".into()).await;
         settled.map(|()| visited)

@@ -19,6 +19,7 @@ mod config;
 mod connection;
 mod consumer;
 mod dead_letters;
+mod depths;
 mod message;
 mod publisher;
 mod random;
@@ -30,8 +31,9 @@ pub use config::{BusConfig, ConfigError, redact_url};
 pub use consumer::{ConsumeError, Outcome, consume, consume_batches};
 pub use dead_letters::{
     DeadLetter, DeadLetterError, DeadLetterId, Filter, NotRetried, REFRESH_AT, RetryReport, Selector,
-    list_dead_letters, retry_dead_letters,
+    expire_dead_letters, list_dead_letters, retry_dead_letters,
 };
+pub use depths::{QueueDepth, queue_depths};
 pub use message::{
     DEAD_LETTERED_AT_HEADER, DELIVERY_COUNT_HEADER, ERROR_HEADER, IncomingMessage, InvalidMessage,
     ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, OutgoingMessage, QUORUM_DELIVERY_COUNT_HEADER, STAGE_HEADER,

@@ -14,8 +14,8 @@ use common::{config, message, message_count, take, with_topology};
 use concordat_bus::{
     BusConfig, DeadLetter, DeadLetterId, ERROR_HEADER, Filter, NotRetried, ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER, Outcome, OutgoingMessage, Publisher, QUORUM_DELIVERY_COUNT_HEADER, REFRESH_AT,
-    STAGE_HEADER, Selector, Stage, Subscription, TRACEPARENT_HEADER, Topology, TraceParent, consume, list_dead_letters,
-    retry_dead_letters,
+    STAGE_HEADER, Selector, Stage, Subscription, TRACEPARENT_HEADER, Topology, TraceParent, consume,
+    expire_dead_letters, list_dead_letters, retry_dead_letters,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -174,6 +174,37 @@ async fn retry_by_id_and_by_filter_republishes_only_what_was_chosen() {
             let left = list_dead_letters(&config, &topology, &Filter::default()).await.unwrap();
             assert_eq!(left.iter().map(|l| l.message_id.clone().unwrap()).collect::<Vec<_>>(), ["evt-b"]);
             assert_eq!(message_count(&config, &topology.router_queue()).await, 1, "evt-c was routed");
+        }
+    })
+    .await;
+}
+
+/// Expiry removes the dead letters dead-lettered before the cut-off and puts back the younger ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_removes_only_dead_letters_older_than_the_cutoff() {
+    let config = config();
+    with_topology(&config, &[], |topology| {
+        let config = config.clone();
+        async move {
+            let poison = [("old-1", "no agreement"), ("old-2", "no agreement")];
+            dead_letter_through_the_consumer(&config, &topology, &poison).await;
+            let listed = list_dead_letters(&config, &topology, &Filter::default()).await.unwrap();
+            let stamped: Vec<u64> = listed.iter().map(|letter| letter.dead_lettered_at.unwrap()).collect();
+            let oldest = *stamped.iter().min().unwrap();
+
+            // A cut-off at or before their time removes none.
+            let none = expire_dead_letters(&config, &topology, oldest).await.unwrap();
+            assert!(none.is_empty(), "{none:?}");
+            assert_eq!(message_count(&config, &topology.dead_letter_queue(Stage::Router)).await, 2);
+
+            // Past it, both go, and they are named.
+            let newest = *stamped.iter().max().unwrap();
+            let gone = expire_dead_letters(&config, &topology, newest + 1).await.unwrap();
+            let mut ids: Vec<String> = gone.iter().map(|letter| letter.message_id.clone().unwrap()).collect();
+            ids.sort();
+            assert_eq!(ids, ["old-1", "old-2"]);
+            assert_eq!(message_count(&config, &topology.dead_letter_queue(Stage::Router)).await, 0);
+            assert!(list_dead_letters(&config, &topology, &Filter::default()).await.unwrap().is_empty());
         }
     })
     .await;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use concordat_bus::BusConfig;
 use concordat_formats::AdapterConfigs;
 use concordat_gateway::GatewayConfig;
+use concordat_router::RetentionConfig;
 use figment::Figment;
 use figment::providers::{Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,10 @@ pub struct Config {
     pub feedback_due_hours: u64,
     /// How long an open episode may go without an event before it is closed as quiet, in hours.
     pub episode_quiet_hours: u64,
+    /// How long personal data and dead letters are kept, and how often they are purged (`[retention]`,
+    /// `CONCORDAT_RETENTION__EVENTS=90d`).
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 fn default_bus() -> BusConfig {
@@ -86,6 +91,7 @@ impl Default for Config {
             subject_key_file: None,
             feedback_due_hours: 24,
             episode_quiet_hours: 72,
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -179,6 +185,10 @@ fn with_env_overrides(mut figment: Figment, env: &[(String, String)]) -> (Figmen
         "bus",
         "gateway",
         "adapters",
+        "subject_key_file",
+        "feedback_due_hours",
+        "episode_quiet_hours",
+        "retention",
     ];
     let mut warnings = Vec::new();
     for (key, value) in env {

@@ -16,7 +16,7 @@ use anyhow::{Context as _, anyhow};
 use concordat_bus::{Publisher, Topology, redact_url};
 use concordat_gateway::{Gateway, consume_amqp_ingest};
 use concordat_policy::Policy;
-use concordat_router::{Router, run_housekeeping, run_relay, run_router};
+use concordat_router::{Router, run_housekeeping, run_relay, run_retention, run_router};
 use concordat_store::{Store, StoreError, SubjectKeyer};
 use tokio_util::sync::CancellationToken;
 
@@ -128,6 +128,14 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
     let amqp_ingest = tokio::spawn(consume_amqp_ingest(gateway.clone(), config.bus.clone(), shutdown.clone()));
     let relay = tokio::spawn(run_relay(store.clone(), publisher, router.relay_wake(), shutdown.clone()));
     let routing = tokio::spawn(run_router(router, config.bus.clone(), shutdown.clone()));
+    let retention = tokio::spawn(run_retention(
+        store.clone(),
+        config.bus.clone(),
+        topology.clone(),
+        config.retention,
+        shutdown.clone(),
+    ));
+    let depths = tokio::spawn(watch_queue_depths(config.bus.clone(), topology.clone(), shutdown.clone()));
     let housekeeping = tokio::spawn(run_housekeeping(
         store.clone(),
         Duration::from_secs(config.episode_quiet_hours.saturating_mul(3600)),
@@ -164,6 +172,8 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
     }
     relay.await.map_err(|error| Failure::Service(anyhow!("the outbox relay failed: {error}")))?;
     housekeeping.await.map_err(|error| Failure::Service(anyhow!("episode housekeeping failed: {error}")))?;
+    retention.await.map_err(|error| Failure::Service(anyhow!("retention failed: {error}")))?;
+    depths.await.map_err(|error| Failure::Service(anyhow!("reading queue depths failed: {error}")))?;
     store.close().await;
     tracing::info!(message = "Stopped.");
     Ok(())
@@ -225,4 +235,31 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     }
     tracing::info!(message = "Shutting down.");
     shutdown.cancel();
+}
+
+/// How often the queues' depths are read for `/metrics`.
+const QUEUE_DEPTHS_EVERY: Duration = Duration::from_secs(15);
+
+/// Reads the depth of every queue of the topology into the `concordat_queue_messages` and
+/// `concordat_queue_consumers` gauges until `shutdown` fires. A queue that does not exist is left out; a
+/// failed reading is logged and tried again next time.
+async fn watch_queue_depths(bus: concordat_bus::BusConfig, topology: Topology, shutdown: CancellationToken) {
+    loop {
+        match concordat_bus::queue_depths(&bus, &topology).await {
+            Ok(depths) => {
+                for depth in depths {
+                    if let (Some(messages), Some(consumers)) = (depth.messages, depth.consumers) {
+                        let queue = [("queue", depth.queue.as_str())];
+                        concordat_telemetry::set("concordat_queue_messages", &queue, f64::from(messages));
+                        concordat_telemetry::set("concordat_queue_consumers", &queue, f64::from(consumers));
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(message = "Reading queue depths failed; trying again later.", %error),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(QUEUE_DEPTHS_EVERY) => {}
+        }
+    }
 }

@@ -8,11 +8,15 @@
 
 mod correlate;
 mod plan;
+mod retention;
 mod shell;
 
 pub use correlate::{Correlation, concludes, correlate, relations_earned};
 pub use plan::{AgencyDirectory, Delivery, EpisodeSnapshot, Plan, RenderFailure, plan};
+pub use retention::{
+    InvalidPeriod, Period, RetentionConfig, RetentionError, RetentionReport, apply_retention, run_retention,
+};
 pub use shell::{
-    DECISION_HEADER, EPISODE_HEADER, KIND_HEADER, ROUTER_BATCH, RelayError, RouteError, Routed, Router,
-    run_housekeeping, run_relay, run_router,
+    DECISION_HEADER, EPISODE_HEADER, KIND_HEADER, ROUTER_BATCH, RelayError, Routable, RouteError, Routed, Router,
+    route_span, run_housekeeping, run_relay, run_router,
 };

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::model::{CloseReason, DecisionId, DeliveryId, PurgeReport, Relation, Verdict};
+use crate::model::{CloseReason, DecisionId, DeliveryId, PurgeCutoffs, PurgeReport, Relation, Verdict};
 
 /// The hash before the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -148,10 +148,11 @@ pub enum AuditRecord {
         /// The `feedback.outcome` event delivered.
         event_id: EventId,
     },
-    /// Personal data older than a cut-off were purged.
+    /// Personal data older than their kind's cut-off were purged.
     PersonalDataPurged {
-        /// The cut-off.
-        before: DateTime<Utc>,
+        /// The cut-offs. (Records written before cut-offs were per kind hold one `before` instead; the chain
+        /// hashes each record as stored, so they still verify.)
+        cutoffs: PurgeCutoffs,
         /// What was removed.
         removed: PurgeReport,
     },

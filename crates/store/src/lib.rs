@@ -35,8 +35,8 @@ pub use audit::{AuditBreak, AuditRecord, AuditVerified, GENESIS_HASH, canonical_
 pub use error::{Conflict, Missing, StoreError, redact_url};
 pub use model::{
     Backend, CloseReason, Decision, DecisionId, DeliveryId, DeliveryMeta, DeliveryStatus, Episode, EpisodeState,
-    EventMeta, Member, NewDelivery, NewEpisode, PendingDelivery, PurgeReport, Relation, Timeline, TimelineEntry,
-    Verdict,
+    EventMeta, Member, NewDelivery, NewEpisode, PendingDelivery, PurgeCutoffs, PurgeReport, Relation, Timeline,
+    TimelineEntry, Verdict,
 };
 pub use report::{ImpactReport, OriginatorFeedback, PairFlow};
 pub use store::Store;

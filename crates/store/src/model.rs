@@ -395,6 +395,28 @@ pub struct Timeline {
     pub entries: Vec<TimelineEntry>,
 }
 
+/// How far back [`crate::Store::purge_personal_data`] purges each kind of record: what is older than its
+/// cut-off goes (the retention periods of DESIGN.md §7, invariant 7, counted back from now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeCutoffs {
+    /// Canonical event payloads and unattached events received before it.
+    pub events: DateTime<Utc>,
+    /// Sent outbox rows created before it.
+    pub deliveries: DateTime<Utc>,
+    /// Bodies of dead outbox rows created before it (the dead letters' own period).
+    pub dead_deliveries: DateTime<Utc>,
+    /// Subject keys and correlation refs of episodes closed before it.
+    pub episodes: DateTime<Utc>,
+}
+
+impl PurgeCutoffs {
+    /// One cut-off for every kind of record.
+    #[must_use]
+    pub fn all(before: DateTime<Utc>) -> Self {
+        Self { events: before, deliveries: before, dead_deliveries: before, episodes: before }
+    }
+}
+
 /// What [`crate::Store::purge_personal_data`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurgeReport {

@@ -19,8 +19,8 @@ use sqlx::sqlite::{
 use crate::audit::{AuditRecord, AuditVerified};
 use crate::error::{Missing, StoreError, redact_url};
 use crate::model::{
-    Backend, CloseReason, DeliveryId, DeliveryMeta, DeliveryStatus, Episode, PendingDelivery, PurgeReport, Timeline,
-    TimelineEntry, micros,
+    Backend, CloseReason, DeliveryId, DeliveryMeta, DeliveryStatus, Episode, PendingDelivery, PurgeCutoffs,
+    PurgeReport, Timeline, TimelineEntry, micros,
 };
 use crate::tx::{Conn, Tx};
 
@@ -266,12 +266,15 @@ impl Store {
         Ok(ids)
     }
 
-    /// Deletes personal data older than `before`, in one transaction, and audits what went (counts only):
+    /// Deletes personal data older than their kind's cut-off, in one transaction, and audits what went (counts
+    /// and cut-offs only):
     ///
-    /// - canonical event payloads of events received before it (their metadata stay);
-    /// - sent outbox rows created before it (the chain keeps their ids and body digests);
-    /// - bodies of dead outbox rows created before it (they can no longer be retried);
-    /// - subject keys and correlation refs of episodes closed before it (the episode-id ref stays).
+    /// - canonical event payloads, and events held unattached, received before `cutoffs.events` (their
+    ///   metadata stay);
+    /// - sent outbox rows created before `cutoffs.deliveries` (the chain keeps their ids and body digests);
+    /// - bodies of dead outbox rows created before `cutoffs.dead_deliveries` (they can no longer be retried);
+    /// - subject keys and correlation refs of episodes closed before `cutoffs.episodes` (the episode-id ref
+    ///   stays).
     ///
     /// Pending deliveries are never purged: they must still go out. Decisions and the audit chain hold no
     /// personal data and are kept, so the chain still verifies. On SQLite the freed pages are then returned
@@ -281,7 +284,7 @@ impl Store {
     /// [`StoreError::Database`]; nothing was purged.
     pub async fn purge_personal_data(
         &self,
-        before: DateTime<Utc>,
+        cutoffs: &PurgeCutoffs,
         at: DateTime<Utc>,
     ) -> Result<PurgeReport, StoreError> {
         let closed = "SELECT id FROM episodes WHERE state = 'closed' AND closed_at < $1";
@@ -290,34 +293,40 @@ impl Store {
             event_payloads: tx
                 .execute_counting(
                     "DELETE FROM event_payloads WHERE event_id IN (SELECT event_id FROM events WHERE received_at < $1)",
-                    before,
+                    cutoffs.events,
                 )
                 .await?,
             unattached_events: tx
-                .execute_counting("DELETE FROM unattached_events WHERE received_at < $1", before)
+                .execute_counting("DELETE FROM unattached_events WHERE received_at < $1", cutoffs.events)
                 .await?,
             deliveries_deleted: tx
-                .execute_counting("DELETE FROM outbox WHERE status = 'sent' AND created_at < $1", before)
+                .execute_counting("DELETE FROM outbox WHERE status = 'sent' AND created_at < $1", cutoffs.deliveries)
                 .await?,
             dead_bodies_cleared: tx
                 .execute_counting(
                     "UPDATE outbox SET body = NULL WHERE status = 'dead' AND created_at < $1 AND body IS NOT NULL",
-                    before,
+                    cutoffs.dead_deliveries,
                 )
                 .await?,
             subject_keys: tx
-                .execute_counting(&format!("DELETE FROM subject_keys WHERE episode_id IN ({closed})"), before)
+                .execute_counting(&format!("DELETE FROM subject_keys WHERE episode_id IN ({closed})"), cutoffs.episodes)
                 .await?,
             refs: tx
                 .execute_counting(
                     &format!(
                         "DELETE FROM episode_refs WHERE system <> '{EPISODE_SYSTEM}' AND episode_id IN ({closed})"
                     ),
-                    before,
+                    cutoffs.episodes,
                 )
                 .await?,
         };
-        tx.append_audit(at, AuditRecord::PersonalDataPurged { before: micros(before), removed: report });
+        let cutoffs = PurgeCutoffs {
+            events: micros(cutoffs.events),
+            deliveries: micros(cutoffs.deliveries),
+            dead_deliveries: micros(cutoffs.dead_deliveries),
+            episodes: micros(cutoffs.episodes),
+        };
+        tx.append_audit(at, AuditRecord::PersonalDataPurged { cutoffs, removed: report });
         tx.commit().await?;
         if let Pool::Sqlite(pool) = &self.pool {
             sqlx::query("PRAGMA incremental_vacuum").execute(pool).await?;
@@ -396,7 +405,7 @@ mod tests {
         send(&store.audit_verify());
         send(&store.episodes_awaiting_feedback(now));
         send(&store.close_quiet_episodes(now, now));
-        send(&store.purge_personal_data(now, now));
+        send(&store.purge_personal_data(&PurgeCutoffs::all(now), now));
         send(&store.episode_timeline(id));
         send(&tx.is_processed(EventId(Uuid::nil())));
         send(&tx.find_episode_by_refs(&[]));

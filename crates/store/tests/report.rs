@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use concordat_episode::{AgencyId, CrisisEvent, EpisodeId, EventId, NhsNumber};
 use concordat_store::{
     CloseReason, Decision, DecisionId, DeliveryId, DeliveryStatus, ImpactReport, NewDelivery, NewEpisode, PairFlow,
-    Relation, SubjectKeyer, Tx, Verdict,
+    PurgeCutoffs, Relation, SubjectKeyer, Tx, Verdict,
 };
 use uuid::Uuid;
 
@@ -293,7 +293,7 @@ async fn impact_report_window_leaves_out_what_is_outside_it(db: TestDb) -> anyho
     assert_eq!((police.episodes, police.with_feedback), (7, 4));
 
     // Once the held contact is purged, its decision is still counted, without a source.
-    db.store.purge_personal_data(at(3000), at(3000)).await?;
+    db.store.purge_personal_data(&PurgeCutoffs::all(at(3000)), at(3000)).await?;
     let purged = db.store.impact_report(None, None, at(2000)).await?;
     assert_eq!(purged.decisions_without_source, 1);
     assert!(purged.pairs.iter().all(|pair| pair.source.as_str() != SAFE_HAVEN));

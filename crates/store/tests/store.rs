@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use concordat_episode::{AgencyId, CrisisEvent, EpisodeId, EventId, NhsNumber, police_incident_system};
 use concordat_store::{
     AuditBreak, CloseReason, Conflict, Decision, DecisionId, DeliveryId, DeliveryStatus, EpisodeState, NewDelivery,
-    NewEpisode, Relation, StoreError, SubjectKeyer, Tx, Verdict,
+    NewEpisode, PurgeCutoffs, Relation, StoreError, SubjectKeyer, Tx, Verdict,
 };
 use uuid::Uuid;
 
@@ -29,6 +29,7 @@ on_both_backends!(
     concurrent_routers_open_one_episode_per_person,
     purge_removes_personal_data_and_keeps_the_chain,
     purging_keeps_the_store_bounded,
+    each_kind_of_record_is_purged_by_its_own_cutoff,
     episodes_close_when_quiet_and_feedback_is_tracked,
     timeline_tells_the_story_without_personal_data,
     correlation_fixtures,
@@ -546,7 +547,7 @@ async fn purge_removes_personal_data_and_keeps_the_chain(db: TestDb) -> anyhow::
     let open_episode = route_and_deliver(&db, &open, "northvale-mh").await?;
     assert!(payload_bytes(&db).await? > 0);
 
-    let report = db.store.purge_personal_data(at(60), at(2000)).await?;
+    let report = db.store.purge_personal_data(&PurgeCutoffs::all(at(60)), at(2000)).await?;
     assert_eq!(report.event_payloads, 2);
     assert_eq!(report.deliveries_deleted, 2);
     assert_eq!(report.subject_keys, 1);
@@ -571,9 +572,43 @@ async fn purge_removes_personal_data_and_keeps_the_chain(db: TestDb) -> anyhow::
     let pending: Vec<_> = db.store.pending_outbox(10).await?.into_iter().map(|d| d.delivery_id).collect();
     db.store.mark_sent(&pending, at(80)).await?;
     db.store.close_quiet_episodes(at(3000), at(3000)).await?;
-    db.store.purge_personal_data(at(4000), at(4000)).await?;
+    db.store.purge_personal_data(&PurgeCutoffs::all(at(4000)), at(4000)).await?;
     assert_eq!(personal_rows(&db).await?, 0);
     assert_eq!(payload_bytes(&db).await?, 0);
+    db.store.audit_verify().await?;
+    Ok(())
+}
+
+async fn each_kind_of_record_is_purged_by_its_own_cutoff(db: TestDb) -> anyhow::Result<()> {
+    scenario(&db).await?;
+    let closed = db.store.close_quiet_episodes(at(40), at(45)).await?;
+    assert_eq!(closed.len(), 1);
+    let outbox = "SELECT CAST(COUNT(*) AS BIGINT) FROM outbox";
+    let deliveries = db.count(outbox).await?;
+    assert!(deliveries > 0);
+    let keys = "SELECT CAST(COUNT(*) AS BIGINT) FROM subject_keys";
+    let before_keys = db.count(keys).await?;
+    assert!(before_keys > 0);
+
+    // Only the events' period has passed: the payloads go, the deliveries and the episode's keys stay.
+    let far_past = at(-100_000);
+    let events_only = PurgeCutoffs { events: at(2000), ..PurgeCutoffs::all(far_past) };
+    let report = db.store.purge_personal_data(&events_only, at(2000)).await?;
+    assert!(report.event_payloads > 0);
+    assert_eq!((report.deliveries_deleted, report.subject_keys, report.refs), (0, 0, 0));
+    assert_eq!(payload_bytes(&db).await?, 0);
+    assert_eq!(db.count(outbox).await?, deliveries);
+    assert_eq!(db.count(keys).await?, before_keys);
+
+    // Then the episodes' period: the closed episode's keys go, the deliveries still stay.
+    let episodes_too = PurgeCutoffs { episodes: at(2000), ..events_only };
+    let report = db.store.purge_personal_data(&episodes_too, at(2001)).await?;
+    assert_eq!((report.subject_keys, report.deliveries_deleted), (1, 0));
+    assert_eq!(db.count(outbox).await?, deliveries);
+
+    // Last the deliveries' period: the sent rows go; the chain verifies throughout.
+    let report = db.store.purge_personal_data(&PurgeCutoffs::all(at(2000)), at(2002)).await?;
+    assert_eq!(report.deliveries_deleted, u64::try_from(deliveries)?);
     db.store.audit_verify().await?;
     Ok(())
 }
@@ -591,7 +626,7 @@ async fn purging_keeps_the_store_bounded(db: TestDb) -> anyhow::Result<()> {
         let pending: Vec<_> = db.store.pending_outbox(100).await?.into_iter().map(|d| d.delivery_id).collect();
         db.store.mark_sent(&pending, at(round * 1000 + 10)).await?;
         db.store.close_quiet_episodes(at(round * 1000 + 500), at(round * 1000 + 500)).await?;
-        db.store.purge_personal_data(at(round * 1000 + 600), at(round * 1000 + 600)).await?;
+        db.store.purge_personal_data(&PurgeCutoffs::all(at(round * 1000 + 600)), at(round * 1000 + 600)).await?;
         let outbox = db.count("SELECT CAST(COUNT(*) AS BIGINT) FROM outbox").await?;
         after_purge.push((personal_rows(&db).await?, payload_bytes(&db).await?, outbox));
     }
@@ -773,7 +808,7 @@ async fn unattached_events_are_held_by_subject_and_purged(db: TestDb) -> anyhow:
     let verified = db.store.audit_verify().await?;
     assert_eq!(verified.records, 2, "one event_held record per event held");
 
-    let report = db.store.purge_personal_data(at(60), at(61)).await?;
+    let report = db.store.purge_personal_data(&PurgeCutoffs::all(at(60)), at(61)).await?;
     assert_eq!(report.unattached_events, 2);
     let mut tx = db.store.begin().await?;
     assert!(tx.unattached_for_subject(&key).await?.is_empty());
