@@ -57,6 +57,13 @@ async fn one_round(area: &mut Area, round: usize) {
     let refused = String::from_utf8(fixture(POLICE_S136)).unwrap().replace(NHS_NUMBER, "9434765918");
     let id = format!("retention-{round}");
     area.publish_ingest("northvale-police", &id, "application/json", refused.as_bytes()).await.unwrap();
+    // It is dead-lettered before the round is over (and expired only after).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let quoted = format!("\"{id}\"");
+    while !area.logs().lines().any(|line| line.contains(&quoted) && line.contains("Dead-lettered.")) {
+        assert!(Instant::now() < deadline, "{id} was not dead-lettered:\n{}", area.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
@@ -107,14 +114,31 @@ async fn personal_data_and_dead_letters_go_on_schedule_and_the_store_stays_bound
     let events = area.query_texts("SELECT CAST(COUNT(*) AS TEXT) FROM events").await.unwrap();
     assert!(events[0][0].parse::<u32>().unwrap() >= 6, "each event's metadata stays: {events:?}");
 
-    // Operators see it in /metrics.
-    let metrics = area.admin(Method::GET, "/metrics", None).await.unwrap().text;
-    for record in ["event_payload", "delivery", "subject_key", "dead_letter"] {
-        let line = metrics
-            .lines()
-            .find(|line| line.starts_with(&format!("concordat_retention_purged_total{{record=\"{record}\"}}")))
-            .unwrap_or_else(|| panic!("no purge count for {record}:\n{metrics}"));
-        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-        assert!(count >= 3.0, "{line}");
+    // Operators see it in /metrics (counted once a round has finished, so wait for the last one).
+    let counted = |metrics: &str, record: &str| -> f64 {
+        let series = format!("concordat_retention_purged_total{{record=\"{record}\"}} ");
+        metrics.lines().find_map(|line| line.strip_prefix(&series)).and_then(|n| n.parse().ok()).unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = area.admin(Method::GET, "/metrics", None).await.unwrap().text;
+        let records = ["event_payload", "delivery", "subject_key", "dead_letter"];
+        if records.iter().all(|record| counted(&metrics, record) >= 3.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "purges not counted three times:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // And how much waits where (read every 15 s): the router's queue is read, the dead letters are gone.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let metrics = area.admin(Method::GET, "/metrics", None).await.unwrap().text;
+        if metrics.contains("concordat_queue_consumers{queue=\"concordat.router\"} 1")
+            && metrics.contains("concordat_queue_messages{queue=\"concordat.dead.ingest\"} 0")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no queue depths in /metrics:\n{metrics}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -13,7 +13,7 @@ use common::{close_connections_named, config, message, message_count, take, wait
 use concordat_bus::{
     ConsumeError, DELIVERY_COUNT_HEADER, ERROR_HEADER, IncomingMessage, ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER, Outcome, PublishError, Publisher, STAGE_HEADER, Stage, Subscription,
-    TRACEPARENT_HEADER, TopologyError, consume, consume_batches,
+    TRACEPARENT_HEADER, Topology, TopologyError, consume, consume_batches, queue_depths,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -85,6 +85,36 @@ async fn batch_publish_confirms_every_message() {
             publisher.publish_batch(&batch).await.expect("batch is confirmed");
             assert_eq!(message_count(&config, &topology.inbox_queue("met")).await, 300);
             publisher.close().await;
+        }
+    })
+    .await;
+}
+
+/// Queue depths name every queue of the topology with what waits in it; queues never declared have none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depths_count_what_waits_in_each_queue() {
+    let config = config();
+    with_topology(&config, &["met", "nhs"], |topology| {
+        let config = config.clone();
+        async move {
+            let publisher = Publisher::connect(&config, "concordat-bus-test-depths").await.expect("publisher connects");
+            let batch: Vec<_> =
+                (0..3).map(|n| message(&topology.deliver_exchange(), "met", &format!("d-{n}"))).collect();
+            publisher.publish_batch(&batch).await.expect("batch is confirmed");
+            publisher.close().await;
+            let depths = queue_depths(&config, &topology).await.expect("depths are read");
+            let by_queue: BTreeMap<String, (Option<u32>, Option<u32>)> =
+                depths.into_iter().map(|depth| (depth.queue, (depth.messages, depth.consumers))).collect();
+            assert_eq!(by_queue.len(), 7, "ingest, router, two inboxes, three dead-letter queues: {by_queue:?}");
+            assert_eq!(by_queue[&topology.inbox_queue("met")], (Some(3), Some(0)));
+            assert_eq!(by_queue[&topology.inbox_queue("nhs")], (Some(0), Some(0)));
+            assert_eq!(by_queue[&topology.router_queue()], (Some(0), Some(0)));
+            assert_eq!(by_queue[&topology.dead_letter_queue(Stage::Router)], (Some(0), Some(0)));
+
+            let never = format!("never-{}", uuid::Uuid::new_v4().simple());
+            let undeclared = Topology::with_prefix(never, vec![]).unwrap();
+            let depths = queue_depths(&config, &undeclared).await.expect("missing queues are not an error");
+            assert!(depths.iter().all(|depth| depth.messages.is_none() && depth.consumers.is_none()), "{depths:?}");
         }
     })
     .await;

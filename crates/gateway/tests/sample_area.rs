@@ -52,6 +52,10 @@ fn the_sample_configuration_uses_only_known_sections() {
         "bus",
         "gateway",
         "adapters",
+        "subject_key_file",
+        "feedback_due_hours",
+        "episode_quiet_hours",
+        "retention",
     ];
     let figment = Figment::from(Toml::file_exact(common::root().join("deploy/local/concordat.toml")));
     let value: figment::value::Dict = figment.extract().expect("concordat.toml is TOML");

@@ -596,7 +596,7 @@ async fn each_kind_of_record_is_purged_by_its_own_cutoff(db: TestDb) -> anyhow::
     let report = db.store.purge_personal_data(&events_only, at(2000)).await?;
     assert!(report.event_payloads > 0);
     assert_eq!((report.deliveries_deleted, report.subject_keys, report.refs), (0, 0, 0));
-    assert_eq!(payload_bytes(&db).await?, 0);
+    assert_eq!(db.count("SELECT CAST(COUNT(*) AS BIGINT) FROM event_payloads").await?, 0);
     assert_eq!(db.count(outbox).await?, deliveries);
     assert_eq!(db.count(keys).await?, before_keys);
 
