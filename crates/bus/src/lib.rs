@@ -30,7 +30,7 @@ pub use config::{BusConfig, ConfigError, redact_url};
 pub use consumer::{ConsumeError, Outcome, consume, consume_batches};
 pub use dead_letters::{
     DeadLetter, DeadLetterError, DeadLetterId, Filter, NotRetried, REFRESH_AT, RetryReport, Selector,
-    list_dead_letters, retry_dead_letters,
+    count_dead_letters, list_dead_letters, retry_dead_letters,
 };
 pub use message::{
     DEAD_LETTERED_AT_HEADER, DELIVERY_COUNT_HEADER, ERROR_HEADER, IncomingMessage, InvalidMessage,
