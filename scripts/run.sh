@@ -4,5 +4,6 @@
 # Extra arguments go to `concordat run` (e.g. `scripts/run.sh --config deploy/local/concordat.toml`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CONCORDAT_SKIP_POSTGRES=${CONCORDAT_SKIP_POSTGRES:-1} deploy/local/services.sh
+CONCORDAT_SKIP_POSTGRES=${CONCORDAT_SKIP_POSTGRES:-1} CONCORDAT_SKIP_CHROMIUM=${CONCORDAT_SKIP_CHROMIUM:-1} \
+    deploy/local/services.sh
 exec cargo run --quiet -p concordat -- run "$@"

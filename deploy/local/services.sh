@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure RabbitMQ and PostgreSQL are running on this machine, for `concordat run` and the test suite.
+# Makes sure RabbitMQ and PostgreSQL are running on this machine, for `concordat run` and the test suite,
+# and that Chromium is installed, for the test that loads the flow dashboard in a headless browser.
 #
 # On a Debian-like machine it starts each service when it is installed but stopped, installs it with
 # apt-get when it is missing (as root), enables the RabbitMQ plugins Concordat uses, and waits until both
@@ -8,6 +9,7 @@
 # Environment:
 #   CONCORDAT_SERVICES_TIMEOUT  seconds to wait for each service (default 90)
 #   CONCORDAT_SKIP_POSTGRES=1   leave PostgreSQL alone (the embedded SQLite store needs no server)
+#   CONCORDAT_SKIP_CHROMIUM=1   leave Chromium alone (running the broker needs no browser)
 set -euo pipefail
 
 timeout_s=${CONCORDAT_SERVICES_TIMEOUT:-90}
@@ -96,6 +98,13 @@ ensure_postgres() {
     fi
 }
 
+ensure_chromium() {
+    # Debian's own package: the dashboard test runs `chromium --headless`, and nothing downloads a browser
+    # build of its own.
+    command -v chromium >/dev/null || apt_install chromium
+}
+
 ensure_rabbitmq
 [ "${CONCORDAT_SKIP_POSTGRES:-0}" = 1 ] || ensure_postgres
+[ "${CONCORDAT_SKIP_CHROMIUM:-0}" = 1 ] || ensure_chromium
 say "RabbitMQ on 127.0.0.1:$amqp_port and PostgreSQL on $pg_host:$pg_port are up"

@@ -320,6 +320,11 @@ impl Area {
         }
     }
 
+    /// The URL of `path` on the admin listener, for a client other than this harness (a browser).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
     /// Calls the admin API: `method` on `path` (from `/v1/admin/…`) with `token` (none: no header).
     ///
     /// # Errors

@@ -33,7 +33,7 @@ pub use dead_letters::{
     DeadLetter, DeadLetterError, DeadLetterId, Filter, NotRetried, REFRESH_AT, RetryReport, Selector,
     expire_dead_letters, list_dead_letters, retry_dead_letters,
 };
-pub use depths::{QueueDepth, queue_depths};
+pub use depths::{QueueDepth, count_dead_letters, queue_depths};
 pub use message::{
     DEAD_LETTERED_AT_HEADER, DELIVERY_COUNT_HEADER, ERROR_HEADER, IncomingMessage, InvalidMessage,
     ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, OutgoingMessage, QUORUM_DELIVERY_COUNT_HEADER, STAGE_HEADER,

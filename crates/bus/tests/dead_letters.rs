@@ -15,7 +15,7 @@ use concordat_bus::{
     BusConfig, DeadLetter, DeadLetterId, ERROR_HEADER, Filter, NotRetried, ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER, Outcome, OutgoingMessage, Publisher, QUORUM_DELIVERY_COUNT_HEADER, REFRESH_AT,
     STAGE_HEADER, Selector, Stage, Subscription, TRACEPARENT_HEADER, Topology, TraceParent, consume,
-    expire_dead_letters, list_dead_letters, retry_dead_letters,
+    count_dead_letters, expire_dead_letters, list_dead_letters, retry_dead_letters,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -68,7 +68,8 @@ fn by_id(letters: &[DeadLetter]) -> BTreeMap<String, DeadLetter> {
 }
 
 /// A listing names each dead letter's stage, id, reason, kind, original route and size, never its body;
-/// listing again and again (past the point where copies replace returned messages) loses nothing.
+/// listing again and again (past the point where copies replace returned messages) loses nothing; counting
+/// agrees and takes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_shows_metadata_and_never_loses_a_message() {
     let config = config();
@@ -105,6 +106,9 @@ async fn listing_shows_metadata_and_never_loses_a_message() {
                 }
                 assert_eq!(message_count(&config, &queue).await, 3, "round {round}");
             }
+            // Counting takes nothing: the listing after it still finds all three.
+            let counted = count_dead_letters(&config, &topology).await.unwrap();
+            assert_eq!(counted, [(Stage::Ingest, 0), (Stage::Router, 3), (Stage::Deliver, 0)]);
 
             let only = Filter { reason: Some("episodes".to_owned()), ..Filter::default() };
             let listed = list_dead_letters(&config, &topology, &only).await.unwrap();

@@ -1,6 +1,6 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (it can do its work: RabbitMQ is
-//! connected), `/metrics` (Prometheus), and the token-protected admin API under `/v1/admin`
-//! ([`crate::admin_api`]).
+//! connected), `/metrics` (Prometheus), the flow dashboard at `/` ([`crate::dashboard`]), and the
+//! token-protected admin API under `/v1/admin` ([`crate::admin_api`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,7 @@ pub struct Readiness {
     pub broker: AtomicBool,
 }
 
-/// The admin routes: the health checks, and the admin API when it is given.
+/// The admin routes: the health checks, and the dashboard and the admin API when the API is given.
 pub fn router(readiness: Arc<Readiness>, api: Option<crate::admin_api::AdminApi>) -> Router {
     let health = Router::new()
         .route("/healthz", get(healthz))
@@ -26,7 +26,7 @@ pub fn router(readiness: Arc<Readiness>, api: Option<crate::admin_api::AdminApi>
         .route("/metrics", get(metrics))
         .with_state(readiness);
     match api {
-        Some(api) => health.merge(crate::admin_api::routes(api)),
+        Some(api) => health.merge(crate::dashboard::routes(api.clone())).merge(crate::admin_api::routes(api)),
         None => health,
     }
 }

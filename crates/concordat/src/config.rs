@@ -22,7 +22,7 @@ const ENV_PREFIX: &str = "CONCORDAT_";
 /// settings. Anything else under the prefix that names no key is reported, so a misspelt override does not
 /// pass silently.
 const NOT_CONFIG: &[&str] =
-    &["ADMIN_TOKEN", "SUBJECT_KEY", "DEV_TOKEN_", "TEST_", "SERVICES_TIMEOUT", "SKIP_POSTGRES", "LOG"];
+    &["ADMIN_TOKEN", "SUBJECT_KEY", "DEV_TOKEN_", "TEST_", "SERVICES_TIMEOUT", "SKIP_POSTGRES", "SKIP_CHROMIUM", "LOG"];
 
 /// Concordat's whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]

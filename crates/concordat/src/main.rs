@@ -6,6 +6,7 @@ mod admin_api;
 mod bench;
 mod cli;
 mod config;
+mod dashboard;
 mod dlq;
 mod ops;
 mod pure;
