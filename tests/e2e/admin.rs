@@ -6,11 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use concordat_e2e::fixtures::{NHS_NUMBER, POLICE_S136};
 use concordat_e2e::{ADMIN_TOKEN, Area, StoreKind, find_identifier, fixture};
 use reqwest::Method;
-
-const POLICE_S136: &str = "schemas/examples/police-incident/valid/s136-public-place-police-vehicle.json";
-const NHS_NUMBER: &str = "9434765919";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_api_shows_an_episode_verifies_the_chain_and_retries_a_dead_letter() {

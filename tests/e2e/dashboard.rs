@@ -10,15 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use concordat_e2e::fixtures::{EPISODE_SYSTEM, FHIR, NHS_NUMBER, OUTCOME_NFA, POLICE_S136};
 use concordat_e2e::{Area, StoreKind, find_identifier, fixture, json_fixture, root};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const POLICE_S136: &str = "schemas/examples/police-incident/valid/s136-public-place-police-vehicle.json";
-const OUTCOME_NFA: &str = "adapters/nhs-fhir/tests/fixtures/valid/outcome-no-further-action.json";
-const NHS_NUMBER: &str = "9434765919";
-const EPISODE_SYSTEM: &str = "urn:concordat:episode";
-const FHIR: &str = "application/fhir+json";
 /// How long one Chromium run may take before it is killed.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -7,10 +7,10 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use concordat_e2e::fixtures::POLICE_S136;
 use concordat_e2e::{Area, StoreKind, fixture};
 use serde_json::Value;
 
-const POLICE_S136: &str = "schemas/examples/police-incident/valid/s136-public-place-police-vehicle.json";
 const MESSAGE_ID: &str = "dlq-e2e-police-1";
 
 fn stdout(output: &Output) -> String {

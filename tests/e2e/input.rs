@@ -3,9 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use concordat_e2e::fixtures::POLICE_S136;
 use concordat_e2e::{Area, StoreKind, fixture};
-
-const POLICE_S136: &str = "schemas/examples/police-incident/valid/s136-public-place-police-vehicle.json";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_are_refused_precisely_and_queue_nothing() {

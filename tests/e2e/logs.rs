@@ -6,13 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+use concordat_e2e::fixtures::{EPISODE_SYSTEM, NHS_NUMBER, OUTCOME_NFA, POLICE_S136};
 use concordat_e2e::{Area, StoreKind, find_identifier, json_fixture, set_nhs_number};
 use serde_json::{Value, json};
 
-const POLICE_S136: &str = "schemas/examples/police-incident/valid/s136-public-place-police-vehicle.json";
-const OUTCOME_NFA: &str = "adapters/nhs-fhir/tests/fixtures/valid/outcome-no-further-action.json";
-const EPISODE_SYSTEM: &str = "urn:concordat:episode";
-const NHS_NUMBER: &str = "9434765919";
 const WRONG_CHECK_DIGIT: &str = "9434765918";
 const GIVEN: &str = "Zebedee";
 const FAMILY: &str = "Quarrington-Okafor";

@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use concordat_e2e::fixtures::POLICE_S136;
 use concordat_e2e::{Area, StoreKind, json_fixture};
 use serde_json::json;
 
-const POLICE_S136: &str = "schemas/examples/police-incident/valid/s136-public-place-police-vehicle.json";
 const INCIDENTS: usize = 40;
 
 /// The s136 incident again under another incident number: distinct events about the same person.

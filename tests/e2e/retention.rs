@@ -5,14 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use concordat_e2e::fixtures::{EPISODE_SYSTEM, NHS_NUMBER, OUTCOME_NFA, POLICE_S136};
 use concordat_e2e::{ADMIN_TOKEN, Area, StoreKind, find_identifier, fixture, json_fixture, set_nhs_number};
 use reqwest::Method;
 use serde_json::json;
-
-const POLICE_S136: &str = "schemas/examples/police-incident/valid/s136-public-place-police-vehicle.json";
-const OUTCOME_NFA: &str = "adapters/nhs-fhir/tests/fixtures/valid/outcome-no-further-action.json";
-const EPISODE_SYSTEM: &str = "urn:concordat:episode";
-const NHS_NUMBER: &str = "9434765919";
 
 /// Rows of the store that hold personal data, by table.
 const PERSONAL: &[(&str, &str)] = &[

@@ -5,16 +5,12 @@
 
 use std::time::Duration;
 
+use concordat_e2e::fixtures::{EPISODE_SYSTEM, FHIR, NHS_NUMBER, OUTCOME_NFA, POLICE_S136};
 use concordat_e2e::{Area, StoreKind, find_identifier, json_fixture, set_nhs_number};
 use serde_json::json;
 
-const POLICE_S136: &str = "schemas/examples/police-incident/valid/s136-public-place-police-vehicle.json";
 const CRISIS_PLAN: &str = "adapters/nhs-fhir/tests/fixtures/valid/crisis-plan-with-consent-given.json";
-const OUTCOME_NFA: &str = "adapters/nhs-fhir/tests/fixtures/valid/outcome-no-further-action.json";
 const SAFE_HAVEN_REFERRAL: &str = "schemas/examples/vcs-contact/valid/safe-haven-referral-to-crht.json";
-const NHS_NUMBER: &str = "9434765919";
-const EPISODE_SYSTEM: &str = "urn:concordat:episode";
-const FHIR: &str = "application/fhir+json";
 
 /// The trust's assessment outcome for the episode: no further action, with a diagnosis recorded against the
 /// encounter (which must never reach the police).

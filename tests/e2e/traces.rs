@@ -6,14 +6,11 @@
 
 use std::time::{Duration, Instant};
 
+use concordat_e2e::fixtures::{EPISODE_SYSTEM, FHIR, OUTCOME_NFA, POLICE_S136};
 use concordat_e2e::otlp::{Collector, ExportedSpan};
-use concordat_e2e::{Area, Received, StoreKind, find_identifier, json_fixture, set_nhs_number};
-use serde_json::{Value, json};
+use concordat_e2e::{Area, Received, StoreKind, find_identifier, json_fixture, set_nhs_number, string_leaves};
+use serde_json::json;
 
-const POLICE_S136: &str = "schemas/examples/police-incident/valid/s136-public-place-police-vehicle.json";
-const OUTCOME_NFA: &str = "adapters/nhs-fhir/tests/fixtures/valid/outcome-no-further-action.json";
-const EPISODE_SYSTEM: &str = "urn:concordat:episode";
-const FHIR: &str = "application/fhir+json";
 /// The police system's own trace: the broker must go on with it.
 const CALLER_TRACE: &str = "5e1f0c2a9b8d47e6a1c3f5e7d9b0a2c4";
 const CALLER_SPAN: &str = "a1b2c3d4e5f60718";
@@ -56,16 +53,6 @@ fn one<'a>(spans: &'a [ExportedSpan], trace: &str, name: &str, key: &str, value:
 
 fn has(spans: &[ExportedSpan], trace: &str, name: &str, key: &str, value: &str) -> bool {
     spans.iter().any(|span| span.trace_id == trace && span.name == name && span.attribute(key) == Some(value))
-}
-
-/// Every string leaf of a JSON value.
-fn leaves(value: &Value, into: &mut Vec<String>) {
-    match value {
-        Value::String(text) => into.push(text.clone()),
-        Value::Array(items) => items.iter().for_each(|item| leaves(item, into)),
-        Value::Object(map) => map.values().for_each(|item| leaves(item, into)),
-        _ => {}
-    }
 }
 
 #[tokio::test]
@@ -191,7 +178,7 @@ async fn one_s136_story_is_one_trace_per_event_across_every_hop_with_no_personal
     // No span, attribute or span event holds personal data from the inputs: names, the NHS number, the
     // birth date, the officers' free text.
     let mut personal = Vec::new();
-    leaves(&police["person"]["name"], &mut personal);
+    personal.extend(string_leaves(&police["person"]["name"]));
     personal.push(police["person"]["nhs_number"].as_str().unwrap().to_owned());
     personal.push(police["person"]["birth_date"].as_str().unwrap().to_owned());
     let notes = police["notes"].as_str().unwrap();
@@ -199,7 +186,7 @@ async fn one_s136_story_is_one_trace_per_event_across_every_hop_with_no_personal
     for entry in outcome["entry"].as_array().unwrap() {
         let resource = &entry["resource"];
         if resource["resourceType"] == "Patient" {
-            leaves(&resource["name"], &mut personal);
+            personal.extend(string_leaves(&resource["name"]));
             personal.push(resource["birthDate"].as_str().unwrap().to_owned());
             personal.push(find_identifier(resource, "https://fhir.nhs.uk/Id/nhs-number").unwrap());
         }

@@ -12,6 +12,20 @@
 
 pub mod otlp;
 
+/// The payloads and values the suites share.
+pub mod fixtures {
+    /// The Northvale Police s136 incident (a detention and a conveyance).
+    pub const POLICE_S136: &str = "schemas/examples/police-incident/valid/s136-public-place-police-vehicle.json";
+    /// The trust's assessment outcome, no further action, as a FHIR Bundle.
+    pub const OUTCOME_NFA: &str = "adapters/nhs-fhir/tests/fixtures/valid/outcome-no-further-action.json";
+    /// The NHS number of the incident's person (a valid, fictional one).
+    pub const NHS_NUMBER: &str = "9434765919";
+    /// The identifier system of Concordat's episode ids.
+    pub const EPISODE_SYSTEM: &str = "urn:concordat:episode";
+    /// FHIR's JSON media type.
+    pub const FHIR: &str = "application/fhir+json";
+}
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::TcpListener;
@@ -695,4 +709,19 @@ pub fn set_nhs_number(value: &mut Value, number: &str) {
         Value::Array(items) => items.iter_mut().for_each(|inner| set_nhs_number(inner, number)),
         _ => {}
     }
+}
+
+/// Every string anywhere in a JSON value, depth first: what a check for personal data must look through.
+pub fn string_leaves(value: &Value) -> Vec<String> {
+    fn walk(value: &Value, into: &mut Vec<String>) {
+        match value {
+            Value::String(text) => into.push(text.clone()),
+            Value::Array(items) => items.iter().for_each(|item| walk(item, into)),
+            Value::Object(map) => map.values().for_each(|item| walk(item, into)),
+            _ => {}
+        }
+    }
+    let mut leaves = Vec::new();
+    walk(value, &mut leaves);
+    leaves
 }

@@ -132,8 +132,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<ExportedSpan>> {
                             .collect()
                     })
                     .unwrap_or_default();
-                let mut texts = Vec::new();
-                strings(span, &mut texts);
+                let texts = crate::string_leaves(span);
                 out.push(ExportedSpan {
                     trace_id: text("traceId"),
                     span_id: text("spanId"),
@@ -154,14 +153,5 @@ fn value_text(value: &Value) -> String {
         Some(Value::String(text)) => text.clone(),
         Some(other) => other.to_string(),
         None => String::new(),
-    }
-}
-
-fn strings(value: &Value, into: &mut Vec<String>) {
-    match value {
-        Value::String(text) => into.push(text.clone()),
-        Value::Array(items) => items.iter().for_each(|item| strings(item, into)),
-        Value::Object(map) => map.values().for_each(|item| strings(item, into)),
-        _ => {}
     }
 }

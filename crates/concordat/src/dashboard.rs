@@ -180,73 +180,66 @@ async fn flows(api: &AdminApi, now: DateTime<Utc>) -> Result<Vec<Flow>, Unavaila
         let recent = api.store.impact_report(Some(recent), Some(now), now).await?;
         Ok::<_, StoreError>((totals, recent))
     };
-    match tokio::time::timeout(PART_TIMEOUT, both).await {
-        Ok(Ok((totals, recent))) => Ok(totals
-            .pairs
-            .into_iter()
-            .map(|pair| {
-                let recent_shared = recent
-                    .pairs
-                    .iter()
-                    .find(|other| other.source == pair.source && other.recipient == pair.recipient)
-                    .map_or(0, |other| other.shared);
-                Flow { pair, recent_shared }
-            })
-            .collect()),
-        Ok(Err(error)) => {
-            tracing::warn!(message = "The dashboard could not read the flows.", %error);
-            Err(Unavailable::Store)
-        }
-        Err(_) => {
-            tracing::warn!(
-                message = "The dashboard gave up waiting for the flows.",
-                timeout_s = PART_TIMEOUT.as_secs()
-            );
-            Err(Unavailable::Store)
-        }
-    }
+    let (totals, recent) = part("the flows", Unavailable::Store, both).await?;
+    Ok(totals
+        .pairs
+        .into_iter()
+        .map(|pair| {
+            let recent_shared = recent
+                .pairs
+                .iter()
+                .find(|other| other.source == pair.source && other.recipient == pair.recipient)
+                .map_or(0, |other| other.shared);
+            Flow { pair, recent_shared }
+        })
+        .collect())
 }
 
 async fn dead_letters(api: &AdminApi) -> Result<Vec<(Stage, u32)>, Unavailable> {
-    match tokio::time::timeout(PART_TIMEOUT, count_dead_letters(&api.bus, &api.topology)).await {
-        Ok(Ok(counts)) => Ok(counts),
-        Ok(Err(error)) => {
-            tracing::warn!(message = "The dashboard could not count the dead letters.", error = %crate::dlq::describe(&error));
-            Err(Unavailable::Broker)
-        }
-        Err(_) => {
-            tracing::warn!(
-                message = "The dashboard gave up waiting for the dead-letter counts.",
-                timeout_s = PART_TIMEOUT.as_secs()
-            );
-            Err(Unavailable::Broker)
-        }
-    }
+    let counting = count_dead_letters(&api.bus, &api.topology);
+    part("the dead-letter counts", Unavailable::Broker, counting).await
 }
 
 async fn overdue(api: &AdminApi, now: DateTime<Utc>) -> Result<Vec<Overdue>, Unavailable> {
-    match tokio::time::timeout(PART_TIMEOUT, api.store.episodes_feedback_overdue(now)).await {
-        Ok(Ok(episodes)) => Ok(episodes
-            .into_iter()
-            .filter_map(|episode| {
-                Some(Overdue {
-                    episode: episode.id,
-                    originator: episode.originator,
-                    state: episode.state,
-                    feedback_due_at: episode.feedback_due_at?,
-                })
+    let reading = api.store.episodes_feedback_overdue(now);
+    let episodes = part("the overdue feedback", Unavailable::Store, reading).await?;
+    Ok(episodes
+        .into_iter()
+        .filter_map(|episode| {
+            Some(Overdue {
+                episode: episode.id,
+                originator: episode.originator,
+                state: episode.state,
+                feedback_due_at: episode.feedback_due_at?,
             })
-            .collect()),
+        })
+        .collect())
+}
+
+/// One part of the snapshot, within [`PART_TIMEOUT`]: a failure (with its chain of causes) or a timeout
+/// is logged and the part is shown as `unavailable`.
+async fn part<T, E: std::error::Error + 'static>(
+    what: &'static str,
+    unavailable: Unavailable,
+    asked: impl Future<Output = Result<T, E>>,
+) -> Result<T, Unavailable> {
+    match tokio::time::timeout(PART_TIMEOUT, asked).await {
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
-            tracing::warn!(message = "The dashboard could not read the overdue feedback.", %error);
-            Err(Unavailable::Store)
+            tracing::warn!(
+                message = "The dashboard could not read a part.",
+                part = what,
+                error = crate::dlq::describe(&error)
+            );
+            Err(unavailable)
         }
         Err(_) => {
             tracing::warn!(
-                message = "The dashboard gave up waiting for the overdue feedback.",
+                message = "The dashboard gave up waiting for a part.",
+                part = what,
                 timeout_s = PART_TIMEOUT.as_secs()
             );
-            Err(Unavailable::Store)
+            Err(unavailable)
         }
     }
 }

@@ -195,10 +195,11 @@ pub async fn apply_retention(
     Ok(report)
 }
 
-fn count(report: &RetentionReport) {
+/// What a round removed, by kind of record: the metric's label values and counts.
+fn purged(report: &RetentionReport) -> [(&'static str, u64); 7] {
     let PurgeReport { event_payloads, unattached_events, deliveries_deleted, dead_bodies_cleared, subject_keys, refs } =
         report.store;
-    for (record, n) in [
+    [
         ("event_payload", event_payloads),
         ("unattached_event", unattached_events),
         ("delivery", deliveries_deleted),
@@ -206,7 +207,11 @@ fn count(report: &RetentionReport) {
         ("subject_key", subject_keys),
         ("ref", refs),
         ("dead_letter", report.dead_letters as u64),
-    ] {
+    ]
+}
+
+fn count(report: &RetentionReport) {
+    for (record, n) in purged(report) {
         concordat_telemetry::add("concordat_retention_purged_total", &[("record", record)], n);
     }
 }
@@ -223,24 +228,8 @@ pub async fn run_retention(
     loop {
         match apply_retention(&store, &bus, &topology, &config, Utc::now()).await {
             Ok(report) => {
-                let PurgeReport {
-                    event_payloads,
-                    unattached_events,
-                    deliveries_deleted,
-                    dead_bodies_cleared,
-                    subject_keys,
-                    refs,
-                } = report.store;
-                info!(
-                    message = "Retention applied.",
-                    event_payloads,
-                    unattached_events,
-                    deliveries_deleted,
-                    dead_bodies_cleared,
-                    subject_keys,
-                    refs,
-                    dead_letters = report.dead_letters,
-                );
+                let removed: Vec<String> = purged(&report).iter().map(|(record, n)| format!("{record}={n}")).collect();
+                info!(message = "Retention applied.", removed = %removed.join(" "));
             }
             Err(error) => warn!(message = "Retention failed; trying again next round.", %error),
         }
