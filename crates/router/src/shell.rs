@@ -379,12 +379,16 @@ impl Router {
         if let Some(key) = key {
             tx.add_subject_key(episode, key, now).await?;
         }
-        for relation in relations_earned(event, opened) {
-            tx.add_member(episode, &event.source.agency, stored_relation(relation), now).await?;
-        }
+        let mut joined: Vec<(AgencyId, Relation)> = relations_earned(event, opened)
+            .into_iter()
+            .map(|relation| (event.source.agency.clone(), relation))
+            .collect();
         if let Some(referred) = event.details.referral.as_ref().and_then(|referral| referral.to_agency.as_ref()) {
-            tx.add_member(episode, referred, concordat_store::Relation::Responder, now).await?;
+            joined.push((referred.clone(), Relation::Responder));
         }
+        let stored: Vec<_> =
+            joined.iter().map(|(agency, relation)| (agency.clone(), stored_relation(*relation))).collect();
+        tx.add_members(episode, &stored, now).await?;
         tx.record_event(episode, event).await?;
         let state = match state {
             Some(state) => Some(state),
@@ -394,13 +398,22 @@ impl Router {
             Some(concordat_store::EpisodeState::Closed) => concordat_policy::EpisodeState::Closed,
             _ => concordat_policy::EpisodeState::Open,
         };
-        let members = tx
-            .members(episode)
-            .await?
-            .into_iter()
-            .map(|member| (member.agency, member.relations.into_iter().map(policy_relation).collect()))
-            .collect();
-        let refs = tx.episode_refs(episode).await?;
+        // An episode this event opened holds exactly what was just written: no need to read it back.
+        let (members, refs) = if opened {
+            let mut members: BTreeMap<AgencyId, BTreeSet<Relation>> = BTreeMap::new();
+            for (agency, relation) in joined {
+                members.entry(agency).or_default().insert(relation);
+            }
+            (members, opened_refs(episode, &event.episode.refs))
+        } else {
+            let members = tx
+                .members(episode)
+                .await?
+                .into_iter()
+                .map(|member| (member.agency, member.relations.into_iter().map(policy_relation).collect()))
+                .collect();
+            (members, tx.episode_refs(episode).await?)
+        };
         Ok(EpisodeSnapshot { id: episode, state, members, refs, opened_now: opened })
     }
 
@@ -563,6 +576,19 @@ fn policy_relation(relation: concordat_store::Relation) -> Relation {
         concordat_store::Relation::Contributor => Relation::Contributor,
         concordat_store::Relation::Responder => Relation::Responder,
     }
+}
+
+/// The refs of an episode just opened, as the store lists them (`Tx::episode_refs`): its own id and the
+/// opening event's refs, all added at one time, so in order of system and value.
+fn opened_refs(episode: EpisodeId, refs: &[Identifier]) -> Vec<Identifier> {
+    let own = NonEmptyString::new(EPISODE_SYSTEM)
+        .ok()
+        .zip(NonEmptyString::new(episode.to_string()).ok())
+        .map(|(system, value)| Identifier { system, value });
+    let mut all: Vec<Identifier> = own.into_iter().chain(refs.iter().cloned()).collect();
+    all.sort_by(|a, b| (a.system.as_str(), a.value.as_str()).cmp(&(b.system.as_str(), b.value.as_str())));
+    all.dedup();
+    all
 }
 
 /// The identifiers that may correlate an event: its refs and the episode id it states.

@@ -430,20 +430,49 @@ impl Tx {
         relation: Relation,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let sql = "INSERT INTO episode_members (episode_id, agency, relation, first_seen_at) VALUES ($1, $2, $3, $4) \
-                   ON CONFLICT (episode_id, agency, relation) DO NOTHING";
+        Ok(self.add_members(episode, &[(agency.clone(), relation)], at).await? == 1)
+    }
+
+    /// Adds agencies to an episode, each in a relation, in one statement; returns how many memberships were
+    /// new. Each new one is audited as `member_added`, in the order given; one already held is left alone.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] (a foreign-key error when the episode does not exist).
+    pub async fn add_members(
+        &mut self,
+        episode: EpisodeId,
+        members: &[(AgencyId, Relation)],
+        at: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
         let at = micros(at);
-        let added = on!(self, |c| sqlx::query(sql)
-            .bind(episode.0)
-            .bind(agency.as_str())
-            .bind(relation.as_str())
-            .bind(at)
-            .execute(&mut **c)
-            .await?
-            .rows_affected())
-            == 1;
-        if added {
-            self.audit.push((at, AuditRecord::MemberAdded { episode_id: episode, agency: agency.clone(), relation }));
+        let mut added = 0;
+        for chunk in members.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO episode_members (episode_id, agency, relation, first_seen_at) VALUES {} \
+                 ON CONFLICT (episode_id, agency, relation) DO NOTHING RETURNING agency, relation",
+                placeholders(4, chunk.len())
+            );
+            let inserted: Vec<(String, String)> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for (agency, relation) in chunk {
+                    query = query.bind(episode.0).bind(agency.as_str()).bind(relation.as_str()).bind(at);
+                }
+                query
+                    .fetch_all(&mut **c)
+                    .await?
+                    .iter()
+                    .map(|row| Ok((row.text("agency")?, row.text("relation")?)))
+                    .collect::<Result<_, StoreError>>()?
+            });
+            for (agency, relation) in chunk {
+                if inserted.iter().any(|(a, r)| a == agency.as_str() && r == relation.as_str()) {
+                    added += 1;
+                    self.audit.push((
+                        at,
+                        AuditRecord::MemberAdded { episode_id: episode, agency: agency.clone(), relation: *relation },
+                    ));
+                }
+            }
         }
         Ok(added)
     }

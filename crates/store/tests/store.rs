@@ -23,6 +23,7 @@ on_both_backends!(
     a_dropped_transaction_leaves_nothing,
     outbox_keeps_creation_order_and_marks,
     many_rows_in_one_call_keep_order_and_name_the_refused_row,
+    members_added_together_are_audited_once_each,
     audit_chain_verifies_and_names_an_edited_record,
     audit_chain_names_a_deleted_record,
     concurrent_appends_never_fork_the_chain,
@@ -292,6 +293,42 @@ async fn a_dropped_transaction_leaves_nothing(db: TestDb) -> anyhow::Result<()> 
 
 /// Decisions and deliveries written many at a time (more than one statement's worth) keep their order
 /// and their audit records; a refused row is named, whichever place it has in the call.
+async fn members_added_together_are_audited_once_each(db: TestDb) -> anyhow::Result<()> {
+    let event = s136("NVP-1#s136", "NVP-20260301-0457", None, 1);
+    let mut tx = db.store.begin().await?;
+    let episode = route(&mut tx, &event).await?;
+    let committed = tx.commit().await?;
+    let before = committed.audit_records;
+
+    // Two new memberships and two the episode already holds, in one call: two are added and audited.
+    let mut tx = db.store.begin().await?;
+    let police = agency("northvale-police");
+    let trust = agency("northvale-mh");
+    let added = tx
+        .add_members(
+            episode,
+            &[
+                (police.clone(), Relation::Originator),
+                (trust.clone(), Relation::Responder),
+                (police.clone(), Relation::Contributor),
+                (trust.clone(), Relation::Contributor),
+            ],
+            at(5),
+        )
+        .await?;
+    assert_eq!(added, 2);
+    assert!(!tx.add_member(episode, &trust, Relation::Responder, at(6)).await?, "held already");
+    let committed = tx.commit().await?;
+    assert_eq!(committed.audit_records, 2, "one member_added per new membership (before: {before})");
+    let mut tx = db.store.begin().await?;
+    let members = tx.members(episode).await?;
+    let trust_member = members.iter().find(|member| member.agency == trust).expect("the trust is a member");
+    assert_eq!(trust_member.relations, [Relation::Contributor, Relation::Responder]);
+    tx.rollback().await?;
+    db.store.audit_verify().await?;
+    Ok(())
+}
+
 async fn many_rows_in_one_call_keep_order_and_name_the_refused_row(db: TestDb) -> anyhow::Result<()> {
     let event = s136("NVP-1#s136", "NVP-20260301-0457", None, 1);
     let mut tx = db.store.begin().await?;
