@@ -14,6 +14,8 @@ use serde_json::json;
 /// The police system's own trace: the broker must go on with it.
 const CALLER_TRACE: &str = "5e1f0c2a9b8d47e6a1c3f5e7d9b0a2c4";
 const CALLER_SPAN: &str = "a1b2c3d4e5f60718";
+/// The trace of a police system that publishes over AMQP.
+const AMQP_TRACE: &str = "7d3e9f1a2b4c6d8e0f1a3b5c7d9e1f2a";
 
 /// The parts of a `traceparent` header: trace id and parent span id.
 fn trace_and_parent(received: &Received) -> (String, String) {
@@ -92,6 +94,24 @@ async fn one_s136_story_is_one_trace_per_event_across_every_hop_with_no_personal
     assert_eq!(notified_trace, CALLER_TRACE, "the trust's message goes on with the police system's trace");
     area.drain("northvale-mh", Duration::from_secs(1)).await.unwrap();
 
+    // A force that integrates over AMQP sends its trace context as a message header: the broker goes on
+    // with it too.
+    let mut over_amqp = police.clone();
+    over_amqp["incident_number"] = json!("NV-TRACES-AMQP-1");
+    let amqp_traceparent = format!("00-{AMQP_TRACE}-{CALLER_SPAN}-01");
+    area.publish_ingest_with_headers(
+        "northvale-police",
+        "traces-amqp-1",
+        "application/json",
+        &serde_json::to_vec(&over_amqp).unwrap(),
+        &[("traceparent", amqp_traceparent.as_str())],
+    )
+    .await
+    .unwrap();
+    let from_amqp = area.next("northvale-mh").await.unwrap();
+    assert_eq!(trace_and_parent(&from_amqp).0, AMQP_TRACE, "the AMQP publisher's trace reaches the trust");
+    area.drain("northvale-mh", Duration::from_secs(1)).await.unwrap();
+
     // The trust posts the outcome with no trace context of its own: its trace starts at the broker.
     let mut outcome = json_fixture(OUTCOME_NFA);
     set_nhs_number(&mut outcome, police["person"]["nhs_number"].as_str().unwrap());
@@ -111,6 +131,7 @@ async fn one_s136_story_is_one_trace_per_event_across_every_hop_with_no_personal
             && has(spans, &feedback_trace, "deliver", "message_id", &feedback.message_id)
             && has(spans, CALLER_TRACE, "request", "agency", "northvale-police")
             && has(spans, &feedback_trace, "request", "agency", "northvale-mh")
+            && has(spans, AMQP_TRACE, "deliver", "message_id", &from_amqp.message_id)
     })
     .await;
     assert!(collector.refused().is_empty(), "the exporter spoke OTLP JSON: {:?}", collector.refused());
@@ -174,6 +195,18 @@ async fn one_s136_story_is_one_trace_per_event_across_every_hop_with_no_personal
         .expect("the feedback's decision is exported");
     assert_eq!(feedback_decision.name, "decide");
     assert_eq!(feedback_decision.parent_span_id, outcome_route.span_id);
+
+    // Over AMQP: the ingest span continues the publisher's, and its events go on from there as over HTTP.
+    let ingest = one(&spans, AMQP_TRACE, "ingest", "message_id", "traces-amqp-1");
+    assert_eq!(ingest.parent_span_id, CALLER_SPAN);
+    let published: Vec<&ExportedSpan> =
+        spans.iter().filter(|span| span.trace_id == AMQP_TRACE && span.name == "publish").collect();
+    assert_eq!(published.len(), 2, "the detention and the conveyance: {published:#?}");
+    assert!(published.iter().all(|span| span.parent_span_id == ingest.span_id));
+    for publish in &published {
+        let routed = spans.iter().find(|span| span.name == "route" && span.parent_span_id == publish.span_id);
+        assert!(routed.is_some_and(|route| route.trace_id == AMQP_TRACE), "{publish:?} was routed in its trace");
+    }
 
     // No span, attribute or span event holds personal data from the inputs: names, the NHS number, the
     // birth date, the officers' free text.

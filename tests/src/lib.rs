@@ -531,11 +531,31 @@ impl Area {
         content_type: &str,
         body: &[u8],
     ) -> Result<()> {
+        self.publish_ingest_with_headers(agency, message_id, content_type, body, &[]).await
+    }
+
+    /// [`Self::publish_ingest`], with string `headers` on the message (e.g. `traceparent`).
+    ///
+    /// # Errors
+    /// RabbitMQ refused or did not confirm it.
+    pub async fn publish_ingest_with_headers(
+        &mut self,
+        agency: &str,
+        message_id: &str,
+        content_type: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<()> {
         let channel = self.channel().await?;
         channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
+        let mut table = lapin::types::FieldTable::default();
+        for &(name, value) in headers {
+            table.insert(name.into(), AMQPValue::LongString(value.into()));
+        }
         let properties = lapin::BasicProperties::default()
             .with_message_id(message_id.into())
             .with_content_type(content_type.into())
+            .with_headers(table)
             .with_delivery_mode(2);
         let options = lapin::options::BasicPublishOptions { mandatory: true, immediate: false };
         let confirm =
