@@ -50,14 +50,25 @@ fn main() -> ExitCode {
     // The benchmark prints its own figures; the pipeline's per-event lines would drown them.
     let default_level =
         if matches!(cli.command, Command::Bench { .. } | Command::BenchPipeline { .. }) { "warn" } else { "info" };
-    let traces = match init_logging(cli.log_format, default_level, otlp_endpoint(&cli, &env).as_deref()) {
+    // `run` reads its configuration before logging starts, once: the span exporter it may name is part of
+    // the subscriber. A configuration that does not load is reported by `run` itself.
+    let run_config = match &cli.command {
+        Command::Run { config } => Some(config::Config::load(config.as_deref(), &env)),
+        _ => None,
+    };
+    let otlp_endpoint = run_config
+        .as_ref()
+        .and_then(|loaded| loaded.as_ref().ok())
+        .and_then(|(config, _)| config.otlp_endpoint.as_deref())
+        .filter(|endpoint| !endpoint.trim().is_empty());
+    let traces = match init_logging(cli.log_format, default_level, otlp_endpoint) {
         Ok(traces) => traces,
         Err(error) => {
             eprintln!("concordat: {error:#}");
             return ExitCode::from(1);
         }
     };
-    let result = try_main(cli, &env);
+    let result = try_main(cli, &env, run_config);
     if let Some(traces) = traces {
         traces.shutdown();
     }
@@ -71,21 +82,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Where `concordat run` exports its spans, if anywhere. Read before logging starts, as the layer is part of
-/// the subscriber; a configuration that does not load is reported by `run` itself.
-fn otlp_endpoint(cli: &Cli, env: &[(String, String)]) -> Option<String> {
-    match &cli.command {
-        Command::Run { config } => config::Config::load(config.as_deref(), env)
-            .ok()
-            .and_then(|(config, _)| config.otlp_endpoint)
-            .filter(|endpoint| !endpoint.trim().is_empty()),
-        _ => None,
-    }
-}
+/// A configuration as [`config::Config::load`] returns it.
+type Loaded = Result<(config::Config, Vec<String>), config::ConfigError>;
 
-fn try_main(cli: Cli, env: &[(String, String)]) -> Result<(), Failure> {
+/// Runs the command; `run_config` is `run`'s configuration when `main` has loaded it already.
+fn try_main(cli: Cli, env: &[(String, String)], run_config: Option<Loaded>) -> Result<(), Failure> {
     match cli.command {
-        Command::Run { config } => run::run(config.as_deref(), env),
+        Command::Run { config } => {
+            run::run(run_config.unwrap_or_else(|| config::Config::load(config.as_deref(), env)), env)
+        }
         Command::Translate { adapter, agency, content_type, received_at, file } => {
             pure::translate(adapter, agency.as_deref(), content_type.as_deref(), received_at.as_deref(), &file)
         }

@@ -7,7 +7,6 @@
 
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -22,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Failure;
 use crate::admin::{self, Readiness};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 
 /// How long start-up may wait for RabbitMQ before giving up with a clear message.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(8);
@@ -30,13 +29,13 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(8);
 /// How often quiet episodes are closed and overdue feedback is looked for.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 
-/// Runs the broker until SIGINT or SIGTERM.
+/// Runs the broker, as `loaded` configures it (`Config::load`), until SIGINT or SIGTERM.
 ///
 /// # Errors
 /// [`Failure::Input`] for a bad configuration or policy, [`Failure::Service`] when RabbitMQ cannot be
 /// reached within [`CONNECT_DEADLINE`] or the admin listener cannot bind.
-pub fn run(config_file: Option<&Path>, env: &[(String, String)]) -> Result<(), Failure> {
-    let (config, warnings) = Config::load(config_file, env).map_err(|error| Failure::Input(error.into()))?;
+pub fn run(loaded: Result<(Config, Vec<String>), ConfigError>, env: &[(String, String)]) -> Result<(), Failure> {
+    let (config, warnings) = loaded.map_err(|error| Failure::Input(error.into()))?;
     for warning in warnings {
         tracing::warn!(message = "Ignoring an environment variable.", detail = %warning);
     }
