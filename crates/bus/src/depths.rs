@@ -30,6 +30,11 @@ pub async fn queue_depths(config: &BusConfig, topology: &Topology) -> Result<Vec
     let mut queues = vec![topology.ingest_queue(), topology.router_queue()];
     queues.extend(topology.agencies().iter().map(|agency| topology.inbox_queue(agency)));
     queues.extend(Stage::ALL.iter().map(|stage| topology.dead_letter_queue(*stage)));
+    depths_of(config, queues).await
+}
+
+/// The depth of each of `queues`, in order, on one connection.
+async fn depths_of(config: &BusConfig, queues: Vec<String>) -> Result<Vec<QueueDepth>, DeadLetterError> {
     config.validate()?;
     let connect = |source| DeadLetterError::Connect { url: redact_url(&config.amqp_url), source };
     let connection = open(&config.amqp_url, "concordat-queue-depths").await.map_err(connect)?;
@@ -78,13 +83,7 @@ pub async fn queue_depths(config: &BusConfig, topology: &Topology) -> Result<Vec
 /// # Errors
 /// As [`queue_depths`].
 pub async fn count_dead_letters(config: &BusConfig, topology: &Topology) -> Result<Vec<(Stage, u32)>, DeadLetterError> {
-    let depths = queue_depths(config, topology).await?;
-    Ok(Stage::ALL
-        .iter()
-        .map(|&stage| {
-            let queue = topology.dead_letter_queue(stage);
-            let messages = depths.iter().find(|depth| depth.queue == queue).and_then(|depth| depth.messages);
-            (stage, messages.unwrap_or(0))
-        })
-        .collect())
+    let queues = Stage::ALL.iter().map(|stage| topology.dead_letter_queue(*stage)).collect();
+    let depths = depths_of(config, queues).await?;
+    Ok(Stage::ALL.into_iter().zip(depths).map(|(stage, depth)| (stage, depth.messages.unwrap_or(0))).collect())
 }
