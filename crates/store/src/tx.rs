@@ -51,11 +51,56 @@ pub(crate) use on;
 pub struct Tx {
     pub(crate) conn: Conn,
     audit: Vec<(DateTime<Utc>, AuditRecord)>,
+    deferred: Deferred,
+}
+
+/// Rows that nothing in the router's transaction reads back: recorded events (their metadata, payloads and
+/// the episode's `last_event_at`), decisions and outbox rows. They are kept here and written by
+/// [`Tx::flush`] as a few multi-row statements, so that routing a batch of events costs a handful of round
+/// trips to the database for all of them instead of several for each.
+#[derive(Default)]
+struct Deferred {
+    events: Vec<EventRow>,
+    /// The newest `received_at` recorded for each episode, for its `last_event_at`.
+    touches: Vec<(Uuid, DateTime<Utc>)>,
+    decisions: Vec<Decision>,
+    deliveries: Vec<NewDelivery>,
+}
+
+impl Deferred {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.decisions.is_empty() && self.deliveries.is_empty()
+    }
+
+    /// `last_event_at` as it will be once the deferred events are written.
+    fn touched(&self, mut episode: Episode) -> Episode {
+        if let Some((_, at)) = self.touches.iter().find(|(id, _)| *id == episode.id.0) {
+            episode.last_event_at = episode.last_event_at.max(*at);
+        }
+        episode
+    }
+}
+
+struct EventRow {
+    event_id: EventId,
+    episode: EpisodeId,
+    kind: &'static str,
+    source: String,
+    occurred_at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    digest: Sha256Hex,
+    body: String,
 }
 
 impl std::fmt::Debug for Tx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tx").field("backend", &self.backend()).field("pending_audit", &self.audit.len()).finish()
+        f.debug_struct("Tx")
+            .field("backend", &self.backend())
+            .field("pending_audit", &self.audit.len())
+            .field("deferred_events", &self.deferred.events.len())
+            .field("deferred_decisions", &self.deferred.decisions.len())
+            .field("deferred_deliveries", &self.deferred.deliveries.len())
+            .finish()
     }
 }
 
@@ -113,7 +158,7 @@ fn lock_key(parts: &[&[u8]]) -> i64 {
 
 impl Tx {
     pub(crate) fn new(conn: Conn) -> Self {
-        Self { conn, audit: Vec::new() }
+        Self { conn, audit: Vec::new(), deferred: Deferred::default() }
     }
 
     /// The database this transaction runs on.
@@ -249,7 +294,7 @@ impl Tx {
             }
         }
         episodes.sort_by_key(|episode| (episode.opened_at, episode.id));
-        Ok(episodes)
+        Ok(episodes.into_iter().map(|episode| self.deferred.touched(episode)).collect())
     }
 
     /// The open episodes of the subject with this key, oldest first (usually none or one). Closed episodes
@@ -273,7 +318,7 @@ impl Tx {
             .map(rows::episode)
             .collect::<Result<_, _>>()?);
         episodes.sort_by_key(|episode| (episode.opened_at, episode.id));
-        Ok(episodes)
+        Ok(episodes.into_iter().map(|episode| self.deferred.touched(episode)).collect())
     }
 
     /// Opens an episode: stores it, its own id as a ref (`urn:concordat:episode`), and its originator as a
@@ -516,50 +561,48 @@ impl Tx {
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
     pub async fn episode(&mut self, id: EpisodeId) -> Result<Option<Episode>, StoreError> {
         let sql = format!("SELECT {} FROM episodes WHERE id = $1", rows::EPISODE_COLUMNS);
-        on!(self, |c| match sqlx::query(&sql).bind(id.0).fetch_optional(&mut **c).await? {
-            Some(row) => rows::episode(&row).map(Some),
-            None => Ok(None),
-        })
+        let found = on!(self, |c| match sqlx::query(&sql).bind(id.0).fetch_optional(&mut **c).await? {
+            Some(row) => Some(rows::episode(&row)?),
+            None => None,
+        });
+        Ok(found.map(|episode| self.deferred.touched(episode)))
     }
 
     /// Records a canonical event in an episode: its metadata, and its JSON as a purgeable payload. Moves the
     /// episode's `last_event_at` forward to the event's `received_at`. Audited as `event_recorded`.
     /// Memberships are the router's to add: the store does not derive relations.
     ///
+    /// The rows are written by [`Self::flush`] (which [`Self::commit`] runs); an episode read in this
+    /// transaction already shows the new `last_event_at`.
+    ///
     /// # Errors
-    /// [`Conflict::EventRecorded`] when the event is already recorded; a foreign-key error
-    /// ([`StoreError::Database`]) when the episode does not exist.
+    /// [`Conflict::EventRecorded`] when this transaction already recorded the event; when an earlier one
+    /// did, [`Self::flush`] or [`Self::commit`] says so.
     pub async fn record_event(&mut self, episode: EpisodeId, event: &CrisisEvent) -> Result<(), StoreError> {
-        let insert = "INSERT INTO events (event_id, episode_id, kind, source_agency, occurred_at, received_at, \
-                      payload_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
-        let payload = "INSERT INTO event_payloads (event_id, body) VALUES ($1, $2)";
-        let touch = "UPDATE episodes SET last_event_at = CASE WHEN last_event_at < $2 THEN $2 ELSE last_event_at END \
-                     WHERE id = $1";
         let id = event.event_id;
-        let occurred_at = micros(event.occurred_at.to_utc());
+        if self.deferred.events.iter().any(|row| row.event_id == id) {
+            return Err(StoreError::Conflict(Conflict::EventRecorded(id)));
+        }
         let received_at = micros(event.provenance.received_at.to_utc());
         let digest = event.provenance.payload_sha256.clone();
         // Serializing the canonical types cannot fail (they hold only strings, numbers and maps with string
         // keys); the error arm keeps this total.
         let body = serde_json::to_string(event)
             .map_err(|_| StoreError::Corrupt { table: "event_payloads", column: "body" })?;
-        on!(self, |c| sqlx::query(insert)
-            .bind(id.0)
-            .bind(episode.0)
-            .bind(event.kind.as_str())
-            .bind(event.source.agency.as_str())
-            .bind(occurred_at)
-            .bind(received_at)
-            .bind(digest.as_str())
-            .execute(&mut **c)
-            .await
-            .map(|done| done.rows_affected()))
-        .map_err(StoreError::from)
-        .and_then(
-            |inserted| if inserted == 1 { Ok(()) } else { Err(StoreError::Conflict(Conflict::EventRecorded(id))) },
-        )?;
-        on!(self, |c| sqlx::query(payload).bind(id.0).bind(body).execute(&mut **c).await?.rows_affected());
-        on!(self, |c| sqlx::query(touch).bind(episode.0).bind(received_at).execute(&mut **c).await?.rows_affected());
+        self.deferred.events.push(EventRow {
+            event_id: id,
+            episode,
+            kind: event.kind.as_str(),
+            source: event.source.agency.to_string(),
+            occurred_at: micros(event.occurred_at.to_utc()),
+            received_at,
+            digest: digest.clone(),
+            body,
+        });
+        match self.deferred.touches.iter_mut().find(|(touched, _)| *touched == episode.0) {
+            Some((_, at)) => *at = (*at).max(received_at),
+            None => self.deferred.touches.push((episode.0, received_at)),
+        }
         self.audit.push((
             received_at,
             AuditRecord::EventRecorded {
@@ -636,6 +679,7 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
     pub async fn event_meta(&mut self, event_id: EventId) -> Result<Option<EventMeta>, StoreError> {
+        self.flush().await?;
         let sql = format!(
             "SELECT {} FROM events e LEFT JOIN event_payloads p ON p.event_id = e.event_id WHERE e.event_id = $1",
             rows::EVENT_COLUMNS
@@ -651,6 +695,7 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] when the stored JSON is not a canonical event.
     pub async fn event(&mut self, event_id: EventId) -> Result<Option<CrisisEvent>, StoreError> {
+        self.flush().await?;
         let sql = "SELECT body FROM event_payloads WHERE event_id = $1";
         let body = on!(self, |c| match sqlx::query(sql).bind(event_id.0).fetch_optional(&mut **c).await? {
             Some(row) => Some(row.text("body")?),
@@ -667,6 +712,7 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
     pub async fn episode_events(&mut self, episode: EpisodeId) -> Result<Vec<EventMeta>, StoreError> {
+        self.flush().await?;
         let sql = format!(
             "SELECT {} FROM events e LEFT JOIN event_payloads p ON p.event_id = e.event_id WHERE e.episode_id = $1 \
              ORDER BY e.received_at, e.event_id",
@@ -689,13 +735,180 @@ impl Tx {
         self.insert_decisions(std::slice::from_ref(decision)).await
     }
 
-    /// Stores sharing decisions in one statement (one per [`ROWS_PER_STATEMENT`]), each audited as
-    /// [`Self::insert_decision`] audits it.
+    /// Stores sharing decisions, each audited as [`Self::insert_decision`] audits it. They are written by
+    /// [`Self::flush`] in one statement per [`ROWS_PER_STATEMENT`].
     ///
     /// # Errors
-    /// [`Conflict::DecisionExists`] naming the first decision whose event already has one for its
-    /// recipient; the others may have been written, so drop the transaction.
+    /// [`Conflict::DecisionExists`] when this transaction already holds a decision about the same event
+    /// for the same recipient (nothing of this call is kept); a decision stored by an earlier transaction
+    /// is refused by [`Self::flush`] or [`Self::commit`].
     pub async fn insert_decisions(&mut self, decisions: &[Decision]) -> Result<(), StoreError> {
+        for (index, decision) in decisions.iter().enumerate() {
+            let same = |other: &Decision| {
+                other.decision_id == decision.decision_id
+                    || (other.event_id == decision.event_id && other.recipient == decision.recipient)
+            };
+            if self.deferred.decisions.iter().chain(&decisions[..index]).any(same) {
+                let recipient = decision.recipient.to_string();
+                return Err(StoreError::Conflict(Conflict::DecisionExists { event_id: decision.event_id, recipient }));
+            }
+        }
+        for decision in decisions {
+            self.audit.push((
+                micros(decision.decided_at),
+                AuditRecord::Decision {
+                    decision_id: decision.decision_id,
+                    event_id: decision.event_id,
+                    episode_id: decision.episode_id,
+                    recipient: decision.recipient.clone(),
+                    verdict: decision.verdict,
+                    reason: decision.reason.clone(),
+                    agreement_ids: decision.agreement_ids.clone(),
+                    purposes: decision.purposes.clone(),
+                    lawful_bases: decision.lawful_bases.clone(),
+                    fields_shared: decision.fields_shared.clone(),
+                    fields_withheld: decision.fields_withheld.clone(),
+                    policy_version: decision.policy_version.clone(),
+                },
+            ));
+        }
+        self.deferred.decisions.extend_from_slice(decisions);
+        Ok(())
+    }
+
+    /// The decisions about an event, by recipient.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn decisions(&mut self, event_id: EventId) -> Result<Vec<Decision>, StoreError> {
+        self.flush().await?;
+        let sql = format!("SELECT {} FROM decisions WHERE event_id = $1 ORDER BY recipient", rows::DECISION_COLUMNS);
+        on!(self, |c| sqlx::query(&sql)
+            .bind(event_id.0)
+            .fetch_all(&mut **c)
+            .await?
+            .iter()
+            .map(rows::decision)
+            .collect())
+    }
+
+    /// Puts a rendered delivery in the outbox as pending. Audited as `delivery_enqueued` with the body's
+    /// SHA-256, not the body.
+    ///
+    /// # Errors
+    /// [`Conflict::DeliveryExists`] when the message id is already in the outbox.
+    pub async fn enqueue(&mut self, delivery: &NewDelivery) -> Result<(), StoreError> {
+        self.enqueue_all(std::slice::from_ref(delivery)).await
+    }
+
+    /// Puts rendered deliveries in the outbox, in order, each audited as [`Self::enqueue`] audits it. They
+    /// are written by [`Self::flush`] in one statement per [`ROWS_PER_STATEMENT`].
+    ///
+    /// # Errors
+    /// [`Conflict::DeliveryExists`] when this transaction already holds a delivery with the same message
+    /// id (nothing of this call is kept); one stored by an earlier transaction is refused by
+    /// [`Self::flush`] or [`Self::commit`].
+    pub async fn enqueue_all(&mut self, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+        for (index, delivery) in deliveries.iter().enumerate() {
+            let same = |other: &NewDelivery| other.delivery_id == delivery.delivery_id;
+            if self.deferred.deliveries.iter().chain(&deliveries[..index]).any(same) {
+                return Err(StoreError::Conflict(Conflict::DeliveryExists(delivery.delivery_id)));
+            }
+        }
+        for delivery in deliveries {
+            self.audit.push((
+                micros(delivery.created_at),
+                AuditRecord::DeliveryEnqueued {
+                    delivery_id: delivery.delivery_id,
+                    event_id: delivery.event_id,
+                    decision_id: delivery.decision_id,
+                    recipient: delivery.recipient.clone(),
+                    exchange: delivery.exchange.clone(),
+                    routing_key: delivery.routing_key.clone(),
+                    body_sha256: Sha256Hex::digest(&delivery.body),
+                },
+            ));
+        }
+        self.deferred.deliveries.extend_from_slice(deliveries);
+        Ok(())
+    }
+
+    /// Writes what this transaction deferred (recorded events, decisions, outbox rows), in the order it
+    /// was given, as a few multi-row statements. [`Self::commit`] runs it, and so does every read of those
+    /// tables in this transaction; call it to learn of a conflict before committing.
+    ///
+    /// # Errors
+    /// [`Conflict::EventRecorded`], [`Conflict::DecisionExists`] or [`Conflict::DeliveryExists`] naming
+    /// the first row an earlier transaction already stored; then drop the transaction.
+    /// [`StoreError::Database`] otherwise.
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        let deferred = std::mem::take(&mut self.deferred);
+        self.write_events(&deferred.events).await?;
+        self.write_touches(&deferred.touches).await?;
+        self.write_decisions(&deferred.decisions).await?;
+        self.write_deliveries(&deferred.deliveries).await
+    }
+
+    async fn write_events(&mut self, events: &[EventRow]) -> Result<(), StoreError> {
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO events (event_id, episode_id, kind, source_agency, occurred_at, received_at, \
+                 payload_sha256) VALUES {} ON CONFLICT DO NOTHING RETURNING event_id",
+                placeholders(7, chunk.len())
+            );
+            let inserted: Vec<Uuid> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for row in chunk {
+                    query = query
+                        .bind(row.event_id.0)
+                        .bind(row.episode.0)
+                        .bind(row.kind)
+                        .bind(row.source.as_str())
+                        .bind(row.occurred_at)
+                        .bind(row.received_at)
+                        .bind(row.digest.as_str());
+                }
+                query.fetch_all(&mut **c).await?.iter().map(|row| row.uuid("event_id")).collect::<Result<_, _>>()?
+            });
+            if let Some(refused) = chunk.iter().find(|row| !inserted.contains(&row.event_id.0)) {
+                return Err(StoreError::Conflict(Conflict::EventRecorded(refused.event_id)));
+            }
+            let sql = format!("INSERT INTO event_payloads (event_id, body) VALUES {}", placeholders(2, chunk.len()));
+            on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for row in chunk {
+                    query = query.bind(row.event_id.0).bind(row.body.as_str());
+                }
+                query.execute(&mut **c).await?.rows_affected()
+            });
+        }
+        Ok(())
+    }
+
+    /// Moves each episode's `last_event_at` forward, never back, in one statement per chunk.
+    async fn write_touches(&mut self, touches: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+        for chunk in touches.chunks(ROWS_PER_STATEMENT) {
+            // A VALUES list names its columns column1, column2 on both databases.
+            let sql = format!(
+                "UPDATE episodes SET last_event_at = CASE WHEN episodes.last_event_at < v.column2 THEN v.column2 \
+                 ELSE episodes.last_event_at END FROM (VALUES {}) AS v WHERE episodes.id = v.column1",
+                placeholders(2, chunk.len())
+            );
+            on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for (episode, at) in chunk {
+                    query = query.bind(*episode).bind(*at);
+                }
+                query.execute(&mut **c).await?.rows_affected()
+            });
+        }
+        Ok(())
+    }
+
+    async fn write_decisions(&mut self, decisions: &[Decision]) -> Result<(), StoreError> {
         const COLUMNS: &str = "decision_id, event_id, episode_id, recipient, verdict, reason, agreement_ids, purposes, \
                                lawful_bases, fields_shared, fields_withheld, policy_version, decided_at";
         for chunk in decisions.chunks(ROWS_PER_STATEMENT) {
@@ -728,71 +941,20 @@ impl Tx {
                 return Err(StoreError::Conflict(Conflict::DecisionExists { event_id: refused.event_id, recipient }));
             }
         }
-        for decision in decisions {
-            self.audit.push((
-                micros(decision.decided_at),
-                AuditRecord::Decision {
-                    decision_id: decision.decision_id,
-                    event_id: decision.event_id,
-                    episode_id: decision.episode_id,
-                    recipient: decision.recipient.clone(),
-                    verdict: decision.verdict,
-                    reason: decision.reason.clone(),
-                    agreement_ids: decision.agreement_ids.clone(),
-                    purposes: decision.purposes.clone(),
-                    lawful_bases: decision.lawful_bases.clone(),
-                    fields_shared: decision.fields_shared.clone(),
-                    fields_withheld: decision.fields_withheld.clone(),
-                    policy_version: decision.policy_version.clone(),
-                },
-            ));
-        }
         Ok(())
     }
 
-    /// The decisions about an event, by recipient.
-    ///
-    /// # Errors
-    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
-    pub async fn decisions(&mut self, event_id: EventId) -> Result<Vec<Decision>, StoreError> {
-        let sql = format!("SELECT {} FROM decisions WHERE event_id = $1 ORDER BY recipient", rows::DECISION_COLUMNS);
-        on!(self, |c| sqlx::query(&sql)
-            .bind(event_id.0)
-            .fetch_all(&mut **c)
-            .await?
-            .iter()
-            .map(rows::decision)
-            .collect())
-    }
-
-    /// Puts a rendered delivery in the outbox as pending. Audited as `delivery_enqueued` with the body's
-    /// SHA-256, not the body.
-    ///
-    /// # Errors
-    /// [`Conflict::DeliveryExists`] when the message id is already in the outbox.
-    pub async fn enqueue(&mut self, delivery: &NewDelivery) -> Result<(), StoreError> {
-        self.enqueue_all(std::slice::from_ref(delivery)).await
-    }
-
-    /// Puts rendered deliveries in the outbox in one statement (one per [`ROWS_PER_STATEMENT`]), in order,
-    /// each audited as [`Self::enqueue`] audits it.
-    ///
-    /// # Errors
-    /// [`Conflict::DeliveryExists`] naming the first delivery whose message id is already in the outbox;
-    /// the others may have been written, so drop the transaction.
-    pub async fn enqueue_all(&mut self, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+    async fn write_deliveries(&mut self, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
         const COLUMNS: &str = "delivery_id, event_id, decision_id, recipient, exchange, routing_key, content_type, \
                                headers, body, body_sha256, created_at, status, attempts";
-        let mut digests = Vec::with_capacity(deliveries.len());
-        let mut headers = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            digests.push(Sha256Hex::digest(&delivery.body));
-            headers.push(
-                serde_json::to_string(&delivery.headers)
-                    .map_err(|_| StoreError::Corrupt { table: "outbox", column: "headers" })?,
-            );
-        }
-        for (offset, chunk) in (0..).step_by(ROWS_PER_STATEMENT).zip(deliveries.chunks(ROWS_PER_STATEMENT)) {
+        for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+            let mut headers = Vec::with_capacity(chunk.len());
+            for delivery in chunk {
+                headers.push(
+                    serde_json::to_string(&delivery.headers)
+                        .map_err(|_| StoreError::Corrupt { table: "outbox", column: "headers" })?,
+                );
+            }
             // Status and attempts are the same for every new row: bound like the rest, to keep one shape.
             let sql = format!(
                 "INSERT INTO outbox ({COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING delivery_id",
@@ -800,7 +962,7 @@ impl Tx {
             );
             let inserted: Vec<Uuid> = on!(self, |c| {
                 let mut query = sqlx::query(&sql);
-                for (index, delivery) in (offset..).zip(chunk) {
+                for (delivery, headers) in chunk.iter().zip(&headers) {
                     query = query
                         .bind(delivery.delivery_id.0)
                         .bind(delivery.event_id.0)
@@ -809,9 +971,9 @@ impl Tx {
                         .bind(delivery.exchange.as_str())
                         .bind(delivery.routing_key.as_str())
                         .bind(delivery.content_type.as_str())
-                        .bind(headers[index].as_str())
+                        .bind(headers.as_str())
                         .bind(delivery.body.as_slice())
-                        .bind(digests[index].as_str())
+                        .bind(Sha256Hex::digest(&delivery.body).as_str().to_owned())
                         .bind(micros(delivery.created_at))
                         .bind("pending")
                         .bind(0_i64);
@@ -821,20 +983,6 @@ impl Tx {
             if let Some(refused) = chunk.iter().find(|delivery| !inserted.contains(&delivery.delivery_id.0)) {
                 return Err(StoreError::Conflict(Conflict::DeliveryExists(refused.delivery_id)));
             }
-        }
-        for (delivery, digest) in deliveries.iter().zip(digests) {
-            self.audit.push((
-                micros(delivery.created_at),
-                AuditRecord::DeliveryEnqueued {
-                    delivery_id: delivery.delivery_id,
-                    event_id: delivery.event_id,
-                    decision_id: delivery.decision_id,
-                    recipient: delivery.recipient.clone(),
-                    exchange: delivery.exchange.clone(),
-                    routing_key: delivery.routing_key.clone(),
-                    body_sha256: digest,
-                },
-            ));
         }
         Ok(())
     }
@@ -916,11 +1064,13 @@ impl Tx {
         Ok(first)
     }
 
-    /// Appends the buffered audit records to the chain, then commits everything.
+    /// Writes the deferred rows ([`Self::flush`]), appends the buffered audit records to the chain, then
+    /// commits everything.
     ///
     /// # Errors
-    /// [`StoreError::Database`]; nothing was written.
+    /// A conflict from [`Self::flush`], or [`StoreError::Database`]; nothing was written.
     pub async fn commit(mut self) -> Result<Committed, StoreError> {
+        self.flush().await?;
         let committed = self.flush_audit().await?;
         match self.conn {
             Conn::Sqlite(c) => c.commit().await?,
@@ -994,6 +1144,7 @@ impl Tx {
     // ----- Used by `Store` for work outside the router's transaction. -----
 
     pub(crate) async fn pending_outbox(&mut self, limit: u32) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.flush().await?;
         let sql =
             format!("SELECT {} FROM outbox WHERE status = 'pending' ORDER BY position LIMIT $1", rows::PENDING_COLUMNS);
         on!(self, |c| sqlx::query(&sql)
@@ -1006,6 +1157,7 @@ impl Tx {
     }
 
     pub(crate) async fn event_deliveries(&mut self, event_id: EventId) -> Result<Vec<DeliveryMeta>, StoreError> {
+        self.flush().await?;
         let sql = format!("SELECT {} FROM outbox WHERE event_id = $1 ORDER BY position", rows::DELIVERY_META_COLUMNS);
         on!(self, |c| sqlx::query(&sql)
             .bind(event_id.0)
@@ -1017,6 +1169,7 @@ impl Tx {
     }
 
     pub(crate) async fn dead_deliveries(&mut self, limit: u32) -> Result<Vec<DeliveryMeta>, StoreError> {
+        self.flush().await?;
         let sql = format!(
             "SELECT {} FROM outbox WHERE status = 'dead' ORDER BY position LIMIT $1",
             rows::DELIVERY_META_COLUMNS
@@ -1031,11 +1184,13 @@ impl Tx {
     }
 
     pub(crate) async fn execute_counting(&mut self, sql: &str, at: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.flush().await?;
         let at = micros(at);
         Ok(on!(self, |c| sqlx::query(sql).bind(at).execute(&mut **c).await?.rows_affected()))
     }
 
     pub(crate) async fn quiet_episode_ids(&mut self, quiet_since: DateTime<Utc>) -> Result<Vec<EpisodeId>, StoreError> {
+        self.flush().await?;
         let sql = "SELECT id FROM episodes WHERE state = 'open' AND last_event_at < $1 ORDER BY last_event_at, id";
         let since = micros(quiet_since);
         on!(self, |c| sqlx::query(sql)
@@ -1052,6 +1207,7 @@ impl Tx {
         condition: &str,
         at: DateTime<Utc>,
     ) -> Result<Vec<Episode>, StoreError> {
+        self.flush().await?;
         let sql = format!("SELECT {} FROM episodes WHERE {condition} ORDER BY opened_at, id", rows::EPISODE_COLUMNS);
         let at = micros(at);
         on!(self, |c| sqlx::query(&sql).bind(at).fetch_all(&mut **c).await?.iter().map(rows::episode).collect())
@@ -1062,6 +1218,7 @@ impl Tx {
         id: crate::model::DeliveryId,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        self.flush().await?;
         let sql = "UPDATE outbox SET status = 'sent', sent_at = $2 WHERE delivery_id = $1 AND status = 'pending'";
         let at = micros(at);
         let sent = on!(self, |c| sqlx::query(sql).bind(id.0).bind(at).execute(&mut **c).await?.rows_affected()) == 1;
@@ -1078,6 +1235,7 @@ impl Tx {
         max_attempts: u32,
         at: DateTime<Utc>,
     ) -> Result<crate::model::DeliveryStatus, StoreError> {
+        self.flush().await?;
         use crate::model::DeliveryStatus;
         let sql = "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
                    status = CASE WHEN attempts + 1 >= $3 THEN 'dead' ELSE status END \
@@ -1115,6 +1273,7 @@ impl Tx {
         id: crate::model::DeliveryId,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        self.flush().await?;
         let sql = "UPDATE outbox SET status = 'pending', attempts = 0 \
                    WHERE delivery_id = $1 AND status = 'dead' AND body IS NOT NULL";
         let retried = on!(self, |c| sqlx::query(sql).bind(id.0).execute(&mut **c).await?.rows_affected()) == 1;

@@ -23,6 +23,7 @@ on_both_backends!(
     a_dropped_transaction_leaves_nothing,
     outbox_keeps_creation_order_and_marks,
     many_rows_in_one_call_keep_order_and_name_the_refused_row,
+    recorded_events_are_written_at_flush_and_refused_twice,
     members_added_together_are_audited_once_each,
     audit_chain_verifies_and_names_an_edited_record,
     audit_chain_names_a_deleted_record,
@@ -349,18 +350,67 @@ async fn many_rows_in_one_call_keep_order_and_name_the_refused_row(db: TestDb) -
     let mut tx = db.store.begin().await?;
     let fresh = ["late-1", "late-2"].map(|recipient| delivery(&event, recipient, 2));
     let again = [fresh[0].clone(), deliveries[70].clone(), fresh[1].clone()];
-    let refused = tx.enqueue_all(&again).await;
+    // Rows an earlier transaction stored are refused when the deferred rows are written.
+    tx.enqueue_all(&again).await?;
+    let refused = tx.flush().await;
     assert!(
         matches!(refused, Err(StoreError::Conflict(Conflict::DeliveryExists(id))) if id == deliveries[70].delivery_id),
         "{refused:?}"
     );
+    tx.rollback().await?;
+    let mut tx = db.store.begin().await?;
     let twice = [decision(&event, episode, "late-1", Verdict::Deny), decisions[120].clone()];
-    let refused = tx.insert_decisions(&twice).await;
+    tx.insert_decisions(&twice).await?;
+    let refused = tx.commit().await;
     assert!(
         matches!(&refused, Err(StoreError::Conflict(Conflict::DecisionExists { recipient, .. })) if recipient == "agency-120"),
         "{refused:?}"
     );
+    // Nothing of a refused commit was written.
+    let pending = db.store.pending_outbox(1000).await?;
+    assert_eq!(pending.len(), recipients.len(), "late deliveries were not kept");
+    db.store.audit_verify().await?;
+
+    // Within one transaction the second of two is refused at once, and the first is kept.
+    let mut tx = db.store.begin().await?;
+    let late = decision(&event, episode, "late-2", Verdict::Permit);
+    tx.insert_decision(&late).await?;
+    let again = tx.insert_decision(&late).await;
+    assert!(
+        matches!(&again, Err(StoreError::Conflict(Conflict::DecisionExists { recipient, .. })) if recipient == "late-2")
+    );
+    tx.commit().await?;
+    let mut tx = db.store.begin().await?;
+    assert_eq!(tx.decisions(event.event_id).await?.len(), recipients.len() + 1);
     tx.rollback().await?;
+    Ok(())
+}
+
+async fn recorded_events_are_written_at_flush_and_refused_twice(db: TestDb) -> anyhow::Result<()> {
+    let first = s136("NVP-1#s136", "NVP-20260301-0457", None, 1);
+    let mut tx = db.store.begin().await?;
+    let episode = route(&mut tx, &first).await?;
+    // The same event twice in one transaction is refused at once.
+    let again = tx.record_event(episode, &first).await;
+    assert!(matches!(again, Err(StoreError::Conflict(Conflict::EventRecorded(id))) if id == first.event_id));
+    // A later event moves last_event_at on as soon as it is recorded, before anything is written.
+    let later = arrival("NVMH-1#arrival", None, 30);
+    tx.record_event(episode, &later).await?;
+    let shown = tx.episode(episode).await?.unwrap();
+    assert_eq!(shown.last_event_at, at(30));
+    // Reading the events writes them first.
+    let events = tx.episode_events(episode).await?;
+    assert_eq!(events.iter().map(|meta| meta.event_id).collect::<Vec<_>>(), [first.event_id, later.event_id]);
+    assert_eq!(tx.event(later.event_id).await?.map(|event| event.event_id), Some(later.event_id));
+    tx.commit().await?;
+    assert_eq!(db.store.episode(episode).await?.unwrap().last_event_at, at(30), "written as shown");
+
+    // An event an earlier transaction recorded is refused by the commit, and nothing of it is kept.
+    let mut tx = db.store.begin().await?;
+    tx.record_event(episode, &later).await?;
+    let refused = tx.commit().await;
+    assert!(matches!(refused, Err(StoreError::Conflict(Conflict::EventRecorded(id))) if id == later.event_id));
+    db.store.audit_verify().await?;
     Ok(())
 }
 
