@@ -300,19 +300,17 @@ impl Router {
             }
             correlation => {
                 let opened = correlation == Correlation::Open;
-                let episode = match correlation {
-                    Correlation::Join(id) => id,
-                    _ => self.open(tx, &event, now).await?,
+                let snapshot = match correlation {
+                    Correlation::Join(id) => {
+                        // The lookups above read the episode in this transaction, and nothing of this event
+                        // has changed its state since: no need to read it again.
+                        let state = found.iter().find(|known| known.id == id).map(|known| known.state);
+                        event.episode.episode_id = Some(id);
+                        self.join(tx, &event, id, key.as_ref(), state, now).await?
+                    }
+                    _ => self.open(tx, &mut event, key.as_ref(), now).await?,
                 };
-                // The lookups above read the episode in this transaction, and nothing of this event has
-                // changed its state since: no need to read it again.
-                let state = if opened {
-                    Some(concordat_store::EpisodeState::Open)
-                } else {
-                    found.iter().find(|known| known.id == episode).map(|known| known.state)
-                };
-                event.episode.episode_id = Some(episode);
-                let snapshot = self.join(tx, &event, episode, key.as_ref(), opened, state, now).await?;
+                let episode = snapshot.id;
                 let prior = match (&key, opened) {
                     (Some(key), true) => tx.unattached_for_subject(key).await?,
                     _ => Vec::new(),
@@ -346,49 +344,87 @@ impl Router {
         Ok(Routed::Done { episode, decisions: plan.decisions.len(), deliveries: plan.deliveries.len() })
     }
 
-    /// Opens an episode for `event`. Its id is derived from the event, so a retried transaction opens the
-    /// same episode.
-    async fn open(&self, tx: &mut Tx, event: &CrisisEvent, now: DateTime<Utc>) -> Result<EpisodeId, StoreError> {
+    /// Opens an episode for `event` and records the event in it: the episode, its refs and its members
+    /// each in one statement. The id is derived from the event, so a retried transaction opens the same
+    /// episode. Returns the episode as the plan needs it: exactly what was just written, not read back.
+    async fn open(
+        &self,
+        tx: &mut Tx,
+        event: &mut CrisisEvent,
+        key: Option<&SubjectKey>,
+        now: DateTime<Utc>,
+    ) -> Result<EpisodeSnapshot, StoreError> {
         let id = EpisodeId(derived_id("episode", &[&event.event_id.to_string()]));
-        tx.open_episode(&NewEpisode {
+        event.episode.episode_id = Some(id);
+        let joined = memberships(event, true);
+        let stored: Vec<_> =
+            joined.iter().map(|(agency, relation)| (agency.clone(), stored_relation(*relation))).collect();
+        let new = NewEpisode {
             id,
             originator: event.source.agency.clone(),
             opened_by: event.event_id,
             opened_at: now,
             feedback_due_at: Some(now + self.feedback_due),
+        };
+        tx.open_episode_with(&new, &event.episode.refs, &stored).await?;
+        if let Some(key) = key {
+            tx.add_subject_key(id, key, now).await?;
+        }
+        tx.record_event(id, event).await?;
+        let mut members: BTreeMap<AgencyId, BTreeSet<Relation>> = BTreeMap::new();
+        members.entry(event.source.agency.clone()).or_default().insert(Relation::Originator);
+        for (agency, relation) in joined {
+            members.entry(agency).or_default().insert(relation);
+        }
+        Ok(EpisodeSnapshot {
+            id,
+            state: concordat_policy::EpisodeState::Open,
+            members,
+            refs: opened_refs(id, &event.episode.refs),
+            opened_now: true,
         })
-        .await?;
-        Ok(id)
     }
 
-    /// Records `event` in its episode with its refs, subject key and the relations its source earns, and
-    /// returns the episode as the plan needs it. `state` is the episode's state when the caller already
-    /// read it in this transaction; otherwise it is read.
-    #[allow(clippy::too_many_arguments, reason = "each is one fact about the event's place in the episode")]
+    /// Records `event` in an episode it joins, with its refs, subject key and the relations its source
+    /// earns, and returns the episode as the plan needs it. The episode's members and refs are read once,
+    /// before anything is written, and what this event adds is written only when it is new. `state` is
+    /// the episode's state when the caller already read it in this transaction; otherwise it is read.
     async fn join(
         &self,
         tx: &mut Tx,
         event: &CrisisEvent,
         episode: EpisodeId,
         key: Option<&SubjectKey>,
-        opened: bool,
         state: Option<concordat_store::EpisodeState>,
         now: DateTime<Utc>,
     ) -> Result<EpisodeSnapshot, StoreError> {
-        tx.add_refs(episode, &event.episode.refs, now).await?;
+        let (held, mut refs) = tx.members_and_refs(episode).await?;
+        let mut members: BTreeMap<AgencyId, BTreeSet<Relation>> = held
+            .into_iter()
+            .map(|member| (member.agency, member.relations.into_iter().map(policy_relation).collect()))
+            .collect();
+        let mut new_refs: Vec<Identifier> =
+            event.episode.refs.iter().filter(|identifier| !refs.contains(identifier)).cloned().collect();
+        new_refs.sort_by(|a, b| (a.system.as_str(), a.value.as_str()).cmp(&(b.system.as_str(), b.value.as_str())));
+        new_refs.dedup();
+        if !new_refs.is_empty() {
+            tx.add_refs(episode, &new_refs, now).await?;
+            refs.extend(new_refs);
+        }
         if let Some(key) = key {
             tx.add_subject_key(episode, key, now).await?;
         }
-        let mut joined: Vec<(AgencyId, Relation)> = relations_earned(event, opened)
+        let joined: Vec<(AgencyId, concordat_store::Relation)> = memberships(event, false)
             .into_iter()
-            .map(|relation| (event.source.agency.clone(), relation))
+            .filter(|(agency, relation)| members.get(agency).is_none_or(|held| !held.contains(relation)))
+            .map(|(agency, relation)| (agency, stored_relation(relation)))
             .collect();
-        if let Some(referred) = event.details.referral.as_ref().and_then(|referral| referral.to_agency.as_ref()) {
-            joined.push((referred.clone(), Relation::Responder));
+        if !joined.is_empty() {
+            tx.add_members(episode, &joined, now).await?;
+            for (agency, relation) in joined {
+                members.entry(agency).or_default().insert(policy_relation(relation));
+            }
         }
-        let stored: Vec<_> =
-            joined.iter().map(|(agency, relation)| (agency.clone(), stored_relation(*relation))).collect();
-        tx.add_members(episode, &stored, now).await?;
         tx.record_event(episode, event).await?;
         let state = match state {
             Some(state) => Some(state),
@@ -398,23 +434,7 @@ impl Router {
             Some(concordat_store::EpisodeState::Closed) => concordat_policy::EpisodeState::Closed,
             _ => concordat_policy::EpisodeState::Open,
         };
-        // An episode this event opened holds exactly what was just written: no need to read it back.
-        let (members, refs) = if opened {
-            let mut members: BTreeMap<AgencyId, BTreeSet<Relation>> = BTreeMap::new();
-            for (agency, relation) in joined {
-                members.entry(agency).or_default().insert(relation);
-            }
-            (members, opened_refs(episode, &event.episode.refs))
-        } else {
-            let members = tx
-                .members(episode)
-                .await?
-                .into_iter()
-                .map(|member| (member.agency, member.relations.into_iter().map(policy_relation).collect()))
-                .collect();
-            (members, tx.episode_refs(episode).await?)
-        };
-        Ok(EpisodeSnapshot { id: episode, state, members, refs, opened_now: opened })
+        Ok(EpisodeSnapshot { id: episode, state, members, refs, opened_now: false })
     }
 
     async fn write(
@@ -580,6 +600,16 @@ fn policy_relation(relation: concordat_store::Relation) -> Relation {
 
 /// The refs of an episode just opened, as the store lists them (`Tx::episode_refs`): its own id and the
 /// opening event's refs, all added at one time, so in order of system and value.
+/// The memberships `event` earns its source (and the agency it refers to, as a responder).
+fn memberships(event: &CrisisEvent, opened: bool) -> Vec<(AgencyId, Relation)> {
+    let mut joined: Vec<(AgencyId, Relation)> =
+        relations_earned(event, opened).into_iter().map(|relation| (event.source.agency.clone(), relation)).collect();
+    if let Some(referred) = event.details.referral.as_ref().and_then(|referral| referral.to_agency.as_ref()) {
+        joined.push((referred.clone(), Relation::Responder));
+    }
+    joined
+}
+
 fn opened_refs(episode: EpisodeId, refs: &[Identifier]) -> Vec<Identifier> {
     let own = NonEmptyString::new(EPISODE_SYSTEM)
         .ok()

@@ -327,6 +327,21 @@ impl Tx {
     /// # Errors
     /// [`Conflict::EpisodeExists`] when the id is taken.
     pub async fn open_episode(&mut self, new: &NewEpisode) -> Result<Episode, StoreError> {
+        self.open_episode_with(new, &[], &[]).await
+    }
+
+    /// Opens an episode as [`Self::open_episode`] does, with more refs and memberships written in the same
+    /// statements as its own ref and its originator's membership (three statements in all).
+    ///
+    /// # Errors
+    /// [`Conflict::EpisodeExists`] when the id is taken; [`Conflict::RefHeldByOtherEpisode`] when one of
+    /// `refs` belongs to another episode.
+    pub async fn open_episode_with(
+        &mut self,
+        new: &NewEpisode,
+        refs: &[Identifier],
+        members: &[(AgencyId, Relation)],
+    ) -> Result<Episode, StoreError> {
         let sql = "INSERT INTO episodes (id, state, originator, opened_by_event, opened_at, last_event_at, \
                    feedback_due_at) VALUES ($1, 'open', $2, $3, $4, $4, $5) ON CONFLICT DO NOTHING";
         let opened_at = micros(new.opened_at);
@@ -358,8 +373,11 @@ impl Tx {
             value: concordat_episode::NonEmptyString::new(new.id.to_string())
                 .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "value" })?,
         };
-        self.add_refs(new.id, &[own_ref], opened_at).await?;
-        self.add_member(new.id, &new.originator, Relation::Originator, opened_at).await?;
+        let all_refs: Vec<Identifier> = std::iter::once(own_ref).chain(refs.iter().cloned()).collect();
+        self.add_refs(new.id, &all_refs, opened_at).await?;
+        let all_members: Vec<(AgencyId, Relation)> =
+            std::iter::once((new.originator.clone(), Relation::Originator)).chain(members.iter().cloned()).collect();
+        self.add_members(new.id, &all_members, opened_at).await?;
         Ok(Episode {
             id: new.id,
             state: EpisodeState::Open,
@@ -374,50 +392,121 @@ impl Tx {
         })
     }
 
-    /// Points refs at an episode. A ref it already holds is left alone; returns how many were new.
+    /// Points refs at an episode. A ref it already holds is left alone; returns how many were new. One
+    /// statement per [`ROWS_PER_STATEMENT`] refs, and one more to find the owners when some were held.
     ///
     /// # Errors
-    /// [`Conflict::RefHeldByOtherEpisode`] when a ref belongs to another episode (the refs before it may
-    /// have been added: roll back, or resolve and go on).
+    /// [`Conflict::RefHeldByOtherEpisode`] naming the first ref, in the order given, that belongs to
+    /// another episode (other refs may have been added: roll back, or resolve and go on).
     pub async fn add_refs(
         &mut self,
         episode: EpisodeId,
         refs: &[Identifier],
         at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let insert = "INSERT INTO episode_refs (system, value, episode_id, added_at) VALUES ($1, $2, $3, $4) \
-                      ON CONFLICT (system, value) DO NOTHING";
-        let owner = "SELECT episode_id FROM episode_refs WHERE system = $1 AND value = $2";
         let at = micros(at);
-        let mut added = 0;
+        let mut unique: Vec<(&str, &str)> = Vec::with_capacity(refs.len());
         for identifier in refs {
-            let (system, value) = (identifier.system.as_str(), identifier.value.as_str());
-            let inserted = on!(self, |c| sqlx::query(insert)
-                .bind(system)
-                .bind(value)
-                .bind(episode.0)
-                .bind(at)
-                .execute(&mut **c)
-                .await?
-                .rows_affected());
-            if inserted == 1 {
-                added += 1;
+            let pair = (identifier.system.as_str(), identifier.value.as_str());
+            if !unique.contains(&pair) {
+                unique.push(pair);
+            }
+        }
+        let mut added = 0;
+        for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO episode_refs (system, value, episode_id, added_at) VALUES {} \
+                 ON CONFLICT (system, value) DO NOTHING RETURNING system, value",
+                placeholders(4, chunk.len())
+            );
+            let inserted: Vec<(String, String)> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for (system, value) in chunk {
+                    query = query.bind(*system).bind(*value).bind(episode.0).bind(at);
+                }
+                query
+                    .fetch_all(&mut **c)
+                    .await?
+                    .iter()
+                    .map(|row| Ok((row.text("system")?, row.text("value")?)))
+                    .collect::<Result<_, StoreError>>()?
+            });
+            added += inserted.len() as u64;
+            let held: Vec<(&str, &str)> = chunk
+                .iter()
+                .filter(|(system, value)| !inserted.iter().any(|(s, v)| s == system && v == value))
+                .copied()
+                .collect();
+            if held.is_empty() {
                 continue;
             }
-            let held_by = on!(self, |c| sqlx::query(owner)
-                .bind(system)
-                .bind(value)
-                .fetch_one(&mut **c)
-                .await?
-                .uuid("episode_id")?);
-            if held_by != episode.0 {
-                return Err(StoreError::Conflict(Conflict::RefHeldByOtherEpisode {
-                    system: system.to_owned(),
-                    held_by: EpisodeId(held_by),
-                }));
+            let matches: Vec<String> = (0..held.len())
+                .map(|index| format!("(system = ${} AND value = ${})", 2 * index + 1, 2 * index + 2))
+                .collect();
+            let sql = format!("SELECT system, value, episode_id FROM episode_refs WHERE {}", matches.join(" OR "));
+            let owners: Vec<(String, String, Uuid)> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for (system, value) in &held {
+                    query = query.bind(*system).bind(*value);
+                }
+                query
+                    .fetch_all(&mut **c)
+                    .await?
+                    .iter()
+                    .map(|row| Ok((row.text("system")?, row.text("value")?, row.uuid("episode_id")?)))
+                    .collect::<Result<_, StoreError>>()?
+            });
+            for (system, value) in held {
+                let owner = owners.iter().find(|(s, v, _)| s == system && v == value).map(|(_, _, owner)| *owner);
+                match owner {
+                    Some(owner) if owner == episode.0 => {}
+                    Some(owner) => {
+                        return Err(StoreError::Conflict(Conflict::RefHeldByOtherEpisode {
+                            system: system.to_owned(),
+                            held_by: EpisodeId(owner),
+                        }));
+                    }
+                    // Refused by the insert yet not there: only a purge racing this transaction does that.
+                    None => return Err(StoreError::Corrupt { table: "episode_refs", column: "episode_id" }),
+                }
             }
         }
         Ok(added)
+    }
+
+    /// The episode's members (as [`Self::members`] gives them) and its refs (as [`Self::episode_refs`]
+    /// gives them), read in one statement.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn members_and_refs(&mut self, episode: EpisodeId) -> Result<(Vec<Member>, Vec<Identifier>), StoreError> {
+        let sql = "SELECT 'member' AS part, agency AS a, relation AS b, first_seen_at AS at FROM episode_members \
+                   WHERE episode_id = $1 UNION ALL \
+                   SELECT 'ref' AS part, system AS a, value AS b, added_at AS at FROM episode_refs WHERE episode_id = $1";
+        let found: Vec<(String, String, String, DateTime<Utc>)> = on!(self, |c| sqlx::query(sql)
+            .bind(episode.0)
+            .fetch_all(&mut **c)
+            .await?
+            .iter()
+            .map(|row| Ok((row.text("part")?, row.text("a")?, row.text("b")?, row.time("at")?)))
+            .collect::<Result<_, StoreError>>()?);
+        let mut memberships = Vec::new();
+        let mut refs = Vec::new();
+        for (part, a, b, at) in found {
+            if part == "member" {
+                let agency =
+                    AgencyId::new(a).map_err(|_| StoreError::Corrupt { table: "episode_members", column: "agency" })?;
+                let relation =
+                    Relation::parse(&b).ok_or(StoreError::Corrupt { table: "episode_members", column: "relation" })?;
+                memberships.push((agency, relation, at));
+            } else {
+                refs.push((at, a, b));
+            }
+        }
+        memberships.sort_by(|x, y| (&x.0, x.2).cmp(&(&y.0, y.2)));
+        refs.sort();
+        let refs = refs.into_iter().map(|(_, system, value)| identifier(system, value)).collect::<Result<_, _>>()?;
+        Ok((group_members(memberships), refs))
     }
 
     /// Every correlating identifier of an episode, its own id among them, in the order added.
@@ -433,16 +522,7 @@ impl Tx {
             .iter()
             .map(|row| Ok((row.text("system")?, row.text("value")?)))
             .collect::<Result<_, StoreError>>()?);
-        rows.into_iter()
-            .map(|(system, value)| {
-                Ok(Identifier {
-                    system: NonEmptyString::new(system)
-                        .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "system" })?,
-                    value: NonEmptyString::new(value)
-                        .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "value" })?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(|(system, value)| identifier(system, value)).collect()
     }
 
     /// Stores the subject key of the episode's person, so that later events with the same NHS number
@@ -479,7 +559,8 @@ impl Tx {
     }
 
     /// Adds agencies to an episode, each in a relation, in one statement; returns how many memberships were
-    /// new. Each new one is audited as `member_added`, in the order given; one already held is left alone.
+    /// new. Each new one is audited as `member_added`, in the order given; one already held, or given
+    /// twice, is left alone.
     ///
     /// # Errors
     /// [`StoreError::Database`] (a foreign-key error when the episode does not exist).
@@ -490,8 +571,14 @@ impl Tx {
         at: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let at = micros(at);
+        let mut unique: Vec<&(AgencyId, Relation)> = Vec::with_capacity(members.len());
+        for member in members {
+            if !unique.contains(&member) {
+                unique.push(member);
+            }
+        }
         let mut added = 0;
-        for chunk in members.chunks(ROWS_PER_STATEMENT) {
+        for chunk in unique.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO episode_members (episode_id, agency, relation, first_seen_at) VALUES {} \
                  ON CONFLICT (episode_id, agency, relation) DO NOTHING RETURNING agency, relation",
@@ -539,20 +626,7 @@ impl Tx {
             }
             out
         });
-        let mut members: Vec<Member> = Vec::new();
-        for (agency, relation, seen) in rows {
-            match members.last_mut() {
-                Some(member) if member.agency == agency => {
-                    member.relations.push(relation);
-                    member.first_seen_at = member.first_seen_at.min(seen);
-                }
-                _ => members.push(Member { agency, relations: vec![relation], first_seen_at: seen }),
-            }
-        }
-        for member in &mut members {
-            member.relations.sort();
-        }
-        Ok(members)
+        Ok(group_members(rows))
     }
 
     /// An episode by id.
@@ -1047,21 +1121,19 @@ impl Tx {
         feedback_event: EventId,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let sql = "UPDATE episodes SET feedback_delivered_at = $2 WHERE id = $1 AND feedback_delivered_at IS NULL";
+        let sql = "UPDATE episodes SET feedback_delivered_at = $2 WHERE id = $1 AND feedback_delivered_at IS NULL \
+                   RETURNING originator";
         let at = micros(at);
-        let first = on!(self, |c| sqlx::query(sql).bind(id.0).bind(at).execute(&mut **c).await?.rows_affected()) == 1;
-        let episode = self.episode(id).await?.ok_or(StoreError::NotFound(Missing::Episode(id)))?;
-        if first {
-            self.audit.push((
-                at,
-                AuditRecord::FeedbackDelivered {
-                    episode_id: id,
-                    originator: episode.originator,
-                    event_id: feedback_event,
-                },
-            ));
-        }
-        Ok(first)
+        let originator = on!(self, |c| match sqlx::query(sql).bind(id.0).bind(at).fetch_optional(&mut **c).await? {
+            Some(row) => Some(rows::agency(&row, "episodes", "originator")?),
+            None => None,
+        });
+        let Some(originator) = originator else {
+            self.episode(id).await?.ok_or(StoreError::NotFound(Missing::Episode(id)))?;
+            return Ok(false);
+        };
+        self.audit.push((at, AuditRecord::FeedbackDelivered { episode_id: id, originator, event_id: feedback_event }));
+        Ok(true)
     }
 
     /// Writes the deferred rows ([`Self::flush`]), appends the buffered audit records to the chain, then
@@ -1331,4 +1403,31 @@ impl Tx {
 
 fn records_len(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
+}
+
+fn identifier(system: String, value: String) -> Result<Identifier, StoreError> {
+    Ok(Identifier {
+        system: NonEmptyString::new(system)
+            .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "system" })?,
+        value: NonEmptyString::new(value)
+            .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "value" })?,
+    })
+}
+
+/// One [`Member`] per agency from memberships sorted by agency, then time.
+fn group_members(rows: Vec<(AgencyId, Relation, DateTime<Utc>)>) -> Vec<Member> {
+    let mut members: Vec<Member> = Vec::new();
+    for (agency, relation, seen) in rows {
+        match members.last_mut() {
+            Some(member) if member.agency == agency => {
+                member.relations.push(relation);
+                member.first_seen_at = member.first_seen_at.min(seen);
+            }
+            _ => members.push(Member { agency, relations: vec![relation], first_seen_at: seen }),
+        }
+    }
+    for member in &mut members {
+        member.relations.sort();
+    }
+    members
 }

@@ -228,6 +228,21 @@ async fn refs_correlate_and_conflicts_list_every_episode(db: TestDb) -> anyhow::
     }
     let message = tx.add_refs(b, &[ident(&police, "NVP-20260301-0457")], at(3)).await.unwrap_err().to_string();
     assert!(!message.contains("NVP-20260301-0457"), "a ref value leaked into an error: {message}");
+    // Several at once, repeats among them: only the new ones count; a ref of another episode anywhere in
+    // the list is refused by name of its owner.
+    let mixed = [
+        ident(&police, "NVP-a"),
+        ident(&police, "NVP-20260301-0457"),
+        ident(&police, "NVP-a"),
+        ident(&police, "NVP-b"),
+    ];
+    assert_eq!(tx.add_refs(a, &mixed, at(4)).await?, 2);
+    assert_eq!(ids(tx.find_episode_by_refs(&[ident(&police, "NVP-b")]).await?), [a]);
+    let late = [ident(&police, "NVP-c"), ident(&police, "NVP-20260301-0999"), ident(&police, "NVP-b")];
+    match tx.add_refs(b, &late, at(5)).await {
+        Err(StoreError::Conflict(Conflict::RefHeldByOtherEpisode { held_by, .. })) => assert_eq!(held_by, a),
+        other => panic!("expected a ref conflict, got {other:?}"),
+    }
     Ok(())
 }
 
@@ -319,12 +334,19 @@ async fn members_added_together_are_audited_once_each(db: TestDb) -> anyhow::Res
         .await?;
     assert_eq!(added, 2);
     assert!(!tx.add_member(episode, &trust, Relation::Responder, at(6)).await?, "held already");
+    let haven = agency("safe-haven");
+    let twice = [(haven.clone(), Relation::Responder), (haven.clone(), Relation::Responder)];
+    assert_eq!(tx.add_members(episode, &twice, at(6)).await?, 1, "given twice, added once");
     let committed = tx.commit().await?;
-    assert_eq!(committed.audit_records, 2, "one member_added per new membership (before: {before})");
+    assert_eq!(committed.audit_records, 3, "one member_added per new membership (before: {before})");
     let mut tx = db.store.begin().await?;
     let members = tx.members(episode).await?;
     let trust_member = members.iter().find(|member| member.agency == trust).expect("the trust is a member");
     assert_eq!(trust_member.relations, [Relation::Contributor, Relation::Responder]);
+    // Read together, members and refs are what each read alone gives.
+    let refs = tx.episode_refs(episode).await?;
+    assert!(refs.len() >= 2, "its own id and the incident: {refs:?}");
+    assert_eq!(tx.members_and_refs(episode).await?, (members, refs));
     tx.rollback().await?;
     db.store.audit_verify().await?;
     Ok(())
