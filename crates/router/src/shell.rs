@@ -249,6 +249,8 @@ impl Router {
         }
         tx.mark_all_processed(&marks, now).await?;
         let routed = started.elapsed();
+        tx.flush().await?;
+        let written = started.elapsed();
         tx.commit().await?;
         count_decisions(&verdicts);
         concordat_telemetry::observe("concordat_router_batch_seconds", &[], started.elapsed().as_secs_f64());
@@ -256,6 +258,7 @@ impl Router {
             message = "Committed a batch.",
             events = results.len(),
             route_ms = routed.as_secs_f64() * 1000.0,
+            write_ms = (written - routed).as_secs_f64() * 1000.0,
             total_ms = started.elapsed().as_secs_f64() * 1000.0,
         );
         if results.iter().any(|result| matches!(result, Ok(Routed::Done { deliveries: 1.., .. }))) {

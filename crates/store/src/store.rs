@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -42,6 +43,8 @@ enum Pool {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// Held by each SQLite write transaction of this process from `BEGIN IMMEDIATE` to its end.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -76,7 +79,7 @@ impl Store {
                 .await
                 .map_err(|source| StoreError::Unreachable { url_redacted: url_redacted.clone(), source })?;
             SQLITE_MIGRATIONS.run(&pool).await.map_err(StoreError::Migration)?;
-            Ok(Self { pool: Pool::Sqlite(pool) })
+            Ok(Self { pool: Pool::Sqlite(pool), writer: Arc::default() })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(|_| invalid())?;
             let pool = PgPoolOptions::new()
@@ -86,7 +89,7 @@ impl Store {
                 .await
                 .map_err(|source| StoreError::Unreachable { url_redacted: url_redacted.clone(), source })?;
             POSTGRES_MIGRATIONS.run(&pool).await.map_err(StoreError::Migration)?;
-            Ok(Self { pool: Pool::Postgres(pool) })
+            Ok(Self { pool: Pool::Postgres(pool), writer: Arc::default() })
         } else {
             Err(invalid())
         }
@@ -101,15 +104,21 @@ impl Store {
     }
 
     /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so a
-    /// transaction that reads, then writes, cannot fail half-way on a lock upgrade.
+    /// transaction that reads, then writes, cannot fail half-way on a lock upgrade. Writers of this process
+    /// queue for it in turn and each starts the moment the one before it ends, instead of polling a busy
+    /// database file with SQLite's growing sleeps (the router and the relay would otherwise lose
+    /// milliseconds each time they meet); another process's writers still wait with the busy timeout.
     ///
     /// # Errors
     /// [`StoreError::Database`] (transient when the pool or the lock timed out).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(Tx::new(match &self.pool {
-            Pool::Sqlite(pool) => Conn::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
-            Pool::Postgres(pool) => Conn::Postgres(pool.begin().await?),
-        }))
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => {
+                let turn = self.writer.clone().lock_owned().await;
+                Tx::new(Conn::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?)).holding(turn)
+            }
+            Pool::Postgres(pool) => Tx::new(Conn::Postgres(pool.begin().await?)),
+        })
     }
 
     /// A read transaction: a consistent snapshot that does not hold SQLite's write lock.
@@ -142,17 +151,14 @@ impl Store {
     }
 
     /// Marks deliveries that RabbitMQ confirmed as sent, each audited as `delivery_sent`, in one
-    /// transaction. Ids that are not pending (already sent, dead, unknown) are skipped; returns how many
+    /// transaction and one statement per 512 ids. Ids that are not pending (already sent, dead, unknown) are skipped; returns how many
     /// were marked.
     ///
     /// # Errors
     /// [`StoreError::Database`]; nothing was marked.
     pub async fn mark_sent(&self, ids: &[DeliveryId], at: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
-        let mut marked = 0;
-        for id in ids {
-            marked += u64::from(tx.mark_sent_one(*id, at).await?);
-        }
+        let marked = tx.mark_sent(ids, at).await?;
         tx.commit().await?;
         Ok(marked)
     }
