@@ -45,6 +45,31 @@ pub struct Store {
     pool: Pool,
     /// Held by each SQLite write transaction of this process from `BEGIN IMMEDIATE` to its end.
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// While any clone of this store lives, its SQLite WAL is checkpointed in the background.
+    _alive: Arc<()>,
+}
+
+/// How often the background checkpoint copies the SQLite WAL back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until the pool closes or the store is dropped.
+/// `PASSIVE` never waits for writers or readers: it copies what it can and leaves the rest for the next
+/// round, so the router's commits stay short (they only append to the WAL and sync it).
+async fn checkpoint_wal(pool: SqlitePool, alive: std::sync::Weak<()>) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if pool.is_closed() || alive.strong_count() == 0 {
+            break;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                break;
+            }
+            tracing::warn!(message = "Checkpointing the SQLite write-ahead log failed; trying again.", %error);
+        }
+    }
 }
 
 impl Store {
@@ -70,6 +95,10 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 // Lets a purge give freed pages back to the file system (`PRAGMA incremental_vacuum`).
                 .auto_vacuum(SqliteAutoVacuum::Incremental)
+                // The WAL is checkpointed in the background (see `checkpoint_wal`), not by whichever
+                // commit happens to cross SQLite's threshold: that commit would otherwise copy a
+                // thousand pages back into the database file and sync it before returning.
+                .pragma("wal_autocheckpoint", "0")
                 .busy_timeout(SQLITE_BUSY_TIMEOUT);
             create_parent_dir(options.get_filename())?;
             let pool = SqlitePoolOptions::new()
@@ -79,7 +108,9 @@ impl Store {
                 .await
                 .map_err(|source| StoreError::Unreachable { url_redacted: url_redacted.clone(), source })?;
             SQLITE_MIGRATIONS.run(&pool).await.map_err(StoreError::Migration)?;
-            Ok(Self { pool: Pool::Sqlite(pool), writer: Arc::default() })
+            let alive = Arc::new(());
+            tokio::spawn(checkpoint_wal(pool.clone(), Arc::downgrade(&alive)));
+            Ok(Self { pool: Pool::Sqlite(pool), writer: Arc::default(), _alive: alive })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(|_| invalid())?;
             let pool = PgPoolOptions::new()
@@ -89,7 +120,7 @@ impl Store {
                 .await
                 .map_err(|source| StoreError::Unreachable { url_redacted: url_redacted.clone(), source })?;
             POSTGRES_MIGRATIONS.run(&pool).await.map_err(StoreError::Migration)?;
-            Ok(Self { pool: Pool::Postgres(pool), writer: Arc::default() })
+            Ok(Self { pool: Pool::Postgres(pool), writer: Arc::default(), _alive: Arc::default() })
         } else {
             Err(invalid())
         }

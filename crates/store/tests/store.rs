@@ -925,3 +925,30 @@ async fn unattached_events_are_held_by_subject_and_purged(db: TestDb) -> anyhow:
     db.store.audit_verify().await?;
     Ok(())
 }
+
+/// Commits only append to SQLite's write-ahead log; a background checkpoint copies it into the database
+/// file. Without it the file would stay as the migrations left it until the store closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_log_is_checkpointed_in_the_background() {
+    common::run(concordat_store::Backend::Sqlite, |db| async move {
+        let path = std::path::PathBuf::from(db.url.trim_start_matches("sqlite://"));
+        let size = || std::fs::metadata(&path).map_or(0, |meta| meta.len());
+        let before = size();
+        let mut tx = db.store.begin().await?;
+        for n in 0..200 {
+            route(&mut tx, &s136(&format!("NVP-{n}#s136"), &format!("NVP-20260301-{n:04}"), None, 1)).await?;
+        }
+        tx.commit().await?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while size() < before + 64 * 1024 {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {} bytes ({before} before the writes)",
+                size()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(())
+    })
+    .await;
+}
