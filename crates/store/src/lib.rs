@@ -13,7 +13,13 @@
 //! numbers, never the numbers), so [`Store::purge_personal_data`] can delete them on schedule without
 //! touching the audit chain, which holds ids, agencies, kinds, JSON Pointers and digests only.
 //!
-//! Concurrency: SQLite write transactions start with `BEGIN IMMEDIATE` and run one at a time. On
+//! Rows that nothing in the router's transaction reads back (recorded events, decisions, outbox rows) are
+//! deferred and written together by [`Tx::flush`], which [`Tx::commit`] runs: a batch of events costs a
+//! few statements for those, not a few per event. A conflict among them is reported there.
+//!
+//! Concurrency: SQLite write transactions start with `BEGIN IMMEDIATE` and run one at a time (one
+//! process's writers queue for their turn on an async mutex; the write-ahead log is checkpointed in the
+//! background, never by a commit). On
 //! PostgreSQL, correlation lookups take transaction-scoped advisory locks on the refs and subject key
 //! involved, so two routers handling the same person serialize and the second joins the first's episode
 //! rather than opening a duplicate.

@@ -9,6 +9,9 @@
 //! `ON CONFLICT DO NOTHING` and look at the row count, so PostgreSQL never aborts the transaction for them.
 //! After any other error, drop the transaction (PostgreSQL refuses further statements in it).
 //!
+//! Recorded events, decisions and outbox rows are deferred (see [`Tx::flush`]): a duplicate within the
+//! transaction is refused at the call, a clash with an earlier transaction's row at the flush.
+//!
 //! This module is not a query builder: every statement is spelled out here.
 
 use std::collections::BTreeSet;
