@@ -31,6 +31,7 @@ use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, Utc};
 use concordat_bus::{Stage, count_dead_letters};
 use concordat_episode::{AgencyId, AgencyKind, EpisodeId};
+use concordat_policy::html_escape as escape;
 use concordat_store::{EpisodeState, PairFlow, StoreError};
 use serde_json::{Value, json};
 
@@ -242,23 +243,6 @@ async fn part<T, E: std::error::Error + 'static>(
             Err(unavailable)
         }
     }
-}
-
-/// Escapes text for an HTML element or a quoted attribute value.
-#[must_use]
-pub fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            other => escaped.push(other),
-        }
-    }
-    escaped
 }
 
 /// The whole page: the template with the snapshot's body, area and time filled in.
