@@ -70,7 +70,8 @@ struct Deferred {
     /// The newest `received_at` recorded for each episode, for its `last_event_at`.
     touches: Vec<(Uuid, DateTime<Utc>)>,
     decisions: Vec<Decision>,
-    deliveries: Vec<NewDelivery>,
+    /// Each with its body's SHA-256, computed once for the audit record and the row.
+    deliveries: Vec<(NewDelivery, Sha256Hex)>,
 }
 
 impl Deferred {
@@ -159,6 +160,17 @@ fn list(backend: Backend, first: usize, count: usize) -> String {
         Backend::Postgres => format!("${n}"),
     };
     (first..first + count).map(one).collect::<Vec<_>>().join(", ")
+}
+
+/// Each item once, where it first stands (a call's rows are few: a linear scan beats hashing them).
+fn first_of_each<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut unique = Vec::new();
+    for item in items {
+        if !unique.contains(&item) {
+            unique.push(item);
+        }
+    }
+    unique
 }
 
 fn json_list(items: &[String]) -> String {
@@ -434,13 +446,8 @@ impl Tx {
         at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let at = micros(at);
-        let mut unique: Vec<(&str, &str)> = Vec::with_capacity(refs.len());
-        for identifier in refs {
-            let pair = (identifier.system.as_str(), identifier.value.as_str());
-            if !unique.contains(&pair) {
-                unique.push(pair);
-            }
-        }
+        let unique =
+            first_of_each(refs.iter().map(|identifier| (identifier.system.as_str(), identifier.value.as_str())));
         let mut added = 0;
         for chunk in unique.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
@@ -600,12 +607,7 @@ impl Tx {
         at: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let at = micros(at);
-        let mut unique: Vec<&(AgencyId, Relation)> = Vec::with_capacity(members.len());
-        for member in members {
-            if !unique.contains(&member) {
-                unique.push(member);
-            }
-        }
+        let unique = first_of_each(members);
         let mut added = 0;
         for chunk in unique.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
@@ -914,11 +916,13 @@ impl Tx {
     pub async fn enqueue_all(&mut self, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
         for (index, delivery) in deliveries.iter().enumerate() {
             let same = |other: &NewDelivery| other.delivery_id == delivery.delivery_id;
-            if self.deferred.deliveries.iter().chain(&deliveries[..index]).any(same) {
+            let held = self.deferred.deliveries.iter().map(|(held, _)| held);
+            if held.chain(&deliveries[..index]).any(same) {
                 return Err(StoreError::Conflict(Conflict::DeliveryExists(delivery.delivery_id)));
             }
         }
         for delivery in deliveries {
+            let digest = Sha256Hex::digest(&delivery.body);
             self.audit.push((
                 micros(delivery.created_at),
                 AuditRecord::DeliveryEnqueued {
@@ -928,11 +932,11 @@ impl Tx {
                     recipient: delivery.recipient.clone(),
                     exchange: delivery.exchange.clone(),
                     routing_key: delivery.routing_key.clone(),
-                    body_sha256: Sha256Hex::digest(&delivery.body),
+                    body_sha256: digest.clone(),
                 },
             ));
+            self.deferred.deliveries.push((delivery.clone(), digest));
         }
-        self.deferred.deliveries.extend_from_slice(deliveries);
         Ok(())
     }
 
@@ -1050,12 +1054,12 @@ impl Tx {
         Ok(())
     }
 
-    async fn write_deliveries(&mut self, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+    async fn write_deliveries(&mut self, deliveries: &[(NewDelivery, Sha256Hex)]) -> Result<(), StoreError> {
         const COLUMNS: &str = "delivery_id, event_id, decision_id, recipient, exchange, routing_key, content_type, \
                                headers, body, body_sha256, created_at, status, attempts";
         for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
             let mut headers = Vec::with_capacity(chunk.len());
-            for delivery in chunk {
+            for (delivery, _) in chunk {
                 headers.push(
                     serde_json::to_string(&delivery.headers)
                         .map_err(|_| StoreError::Corrupt { table: "outbox", column: "headers" })?,
@@ -1068,7 +1072,7 @@ impl Tx {
             );
             let inserted: Vec<Uuid> = on!(self, |c| {
                 let mut query = sqlx::query(&sql);
-                for (delivery, headers) in chunk.iter().zip(&headers) {
+                for ((delivery, digest), headers) in chunk.iter().zip(&headers) {
                     query = query
                         .bind(delivery.delivery_id.0)
                         .bind(delivery.event_id.0)
@@ -1079,14 +1083,14 @@ impl Tx {
                         .bind(delivery.content_type.as_str())
                         .bind(headers.as_str())
                         .bind(delivery.body.as_slice())
-                        .bind(Sha256Hex::digest(&delivery.body).as_str().to_owned())
+                        .bind(digest.as_str())
                         .bind(micros(delivery.created_at))
                         .bind("pending")
                         .bind(0_i64);
                 }
                 query.fetch_all(&mut **c).await?.iter().map(|row| row.uuid("delivery_id")).collect::<Result<_, _>>()?
             });
-            if let Some(refused) = chunk.iter().find(|delivery| !inserted.contains(&delivery.delivery_id.0)) {
+            if let Some((refused, _)) = chunk.iter().find(|(delivery, _)| !inserted.contains(&delivery.delivery_id.0)) {
                 return Err(StoreError::Conflict(Conflict::DeliveryExists(refused.delivery_id)));
             }
         }
@@ -1324,6 +1328,7 @@ impl Tx {
     ) -> Result<u64, StoreError> {
         self.flush().await?;
         let at = micros(at);
+        let ids = first_of_each(ids.iter().copied());
         let mut marked = 0;
         for chunk in ids.chunks(8 * ROWS_PER_STATEMENT) {
             let sql = format!(
@@ -1339,10 +1344,9 @@ impl Tx {
                 }
                 query.fetch_all(&mut **c).await?.iter().map(|row| row.uuid("delivery_id")).collect::<Result<_, _>>()?
             });
-            // Audited in the order given, each id once.
-            let mut audited: BTreeSet<Uuid> = BTreeSet::new();
+            // Audited in the order given.
             for id in chunk {
-                if sent.contains(&id.0) && audited.insert(id.0) {
+                if sent.contains(&id.0) {
                     marked += 1;
                     self.audit.push((at, AuditRecord::DeliverySent { delivery_id: *id }));
                 }
