@@ -15,7 +15,10 @@
 //!
 //! Rows that nothing in the router's transaction reads back (recorded events, decisions, outbox rows) are
 //! deferred and written together by [`Tx::flush`], which [`Tx::commit`] runs: a batch of events costs a
-//! few statements for those, not a few per event. A conflict among them is reported there.
+//! few statements for those, not a few per event. A conflict among them is reported there. The other
+//! way round, [`Tx::read_ahead`] reads what a batch's correlation lookups need (ref owners, episodes
+//! holding a subject key, those episodes' members and refs, unattached events) in a few statements at
+//! its start; the lookups then answer from memory, kept up to date by the transaction's own writes.
 //!
 //! Concurrency: SQLite write transactions start with `BEGIN IMMEDIATE` and run one at a time (one
 //! process's writers queue for their turn on an async mutex; the write-ahead log is checkpointed in the
@@ -28,6 +31,7 @@
 //! relations beyond the originator, and reads no clock (every time is an argument, truncated to
 //! microseconds). It knows nothing of AMQP or HTTP.
 
+mod ahead;
 mod audit;
 mod error;
 mod model;

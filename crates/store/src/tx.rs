@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
+use crate::ahead::ReadAhead;
 use crate::audit::{AuditRecord, AuditRow, AuditVerified, ChainCheck, link_hash};
 use crate::error::{Conflict, Missing, StoreError};
 use crate::model::{
@@ -55,6 +56,8 @@ pub struct Tx {
     pub(crate) conn: Conn,
     audit: Vec<(DateTime<Utc>, AuditRecord)>,
     deferred: Deferred,
+    /// What [`Tx::read_ahead`] read for a batch's lookups, kept up to date by this transaction's writes.
+    pub(crate) ahead: Option<ReadAhead>,
     /// This process's turn at SQLite's write lock, given back when the transaction ends (see
     /// [`crate::Store::begin`]). Declared after `conn`, so the transaction ends first.
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
@@ -129,7 +132,7 @@ pub const ROWS_PER_STATEMENT: usize = 64;
 /// list, once per parameter as it is bound, so a wide statement of numbered parameters costs time
 /// quadratic in their count: a sixty-four-row insert of thirteen columns spent more time there than
 /// in executing it.
-fn placeholders(backend: Backend, columns: usize, rows: usize) -> String {
+pub(crate) fn placeholders(backend: Backend, columns: usize, rows: usize) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         if row > 0 {
@@ -154,7 +157,7 @@ fn placeholders(backend: Backend, columns: usize, rows: usize) -> String {
 }
 
 /// `$1, $2, …` (`?, ?, …` on SQLite, see [`placeholders`]) for `count` parameters numbered from `first`.
-fn list(backend: Backend, first: usize, count: usize) -> String {
+pub(crate) fn list(backend: Backend, first: usize, count: usize) -> String {
     let one = |n: usize| match backend {
         Backend::Sqlite => "?".to_owned(),
         Backend::Postgres => format!("${n}"),
@@ -178,7 +181,7 @@ fn json_list(items: &[String]) -> String {
 }
 
 /// A PostgreSQL advisory-lock key for a correlation key: the first 8 bytes of its SHA-256.
-fn lock_key(parts: &[&[u8]]) -> i64 {
+pub(crate) fn lock_key(parts: &[&[u8]]) -> i64 {
     let mut hasher = Sha256::new();
     for part in parts {
         hasher.update((part.len() as u64).to_be_bytes());
@@ -192,9 +195,14 @@ fn lock_key(parts: &[&[u8]]) -> i64 {
     i64::from_be_bytes(bytes)
 }
 
+/// The advisory-lock key of a correlation ref.
+pub(crate) fn ref_lock_key(identifier: &Identifier) -> i64 {
+    lock_key(&[b"ref", identifier.system.as_str().as_bytes(), identifier.value.as_str().as_bytes()])
+}
+
 impl Tx {
     pub(crate) fn new(conn: Conn) -> Self {
-        Self { conn, audit: Vec::new(), deferred: Deferred::default(), _turn: None }
+        Self { conn, audit: Vec::new(), deferred: Deferred::default(), ahead: None, _turn: None }
     }
 
     pub(crate) fn holding(mut self, turn: tokio::sync::OwnedMutexGuard<()>) -> Self {
@@ -214,7 +222,7 @@ impl Tx {
     /// advisory lock per key, in sorted order so that two transactions cannot deadlock on them; a second
     /// router working on the same person then waits, and its lookup sees the first one's episode instead of
     /// opening a duplicate. SQLite needs nothing: its write transactions already run one at a time.
-    async fn lock_keys(&mut self, mut keys: Vec<i64>) -> Result<(), StoreError> {
+    pub(crate) async fn lock_keys(&mut self, mut keys: Vec<i64>) -> Result<(), StoreError> {
         if let Conn::Postgres(c) = &mut self.conn {
             keys.sort_unstable();
             keys.dedup();
@@ -307,8 +315,15 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable episode row.
     pub async fn find_episode_by_refs(&mut self, refs: &[Identifier]) -> Result<Vec<Episode>, StoreError> {
-        let keys = refs.iter().map(|r| lock_key(&[b"ref", r.system.as_str().as_bytes(), r.value.as_str().as_bytes()]));
-        self.lock_keys(keys.collect()).await?;
+        if let Some(owners) = self.ahead.as_ref().and_then(|ahead| ahead.owners(refs)) {
+            let mut episodes = Vec::with_capacity(owners.len());
+            for owner in owners {
+                episodes.extend(self.episode(owner).await?);
+            }
+            episodes.sort_by_key(|episode| (episode.opened_at, episode.id));
+            return Ok(episodes);
+        }
+        self.lock_keys(refs.iter().map(ref_lock_key).collect()).await?;
         // One statement per chunk of refs (an event rarely has more than three), each bound parameter pair
         // matching one ref; a chunk stays far below either database's limit on parameters.
         let mut episodes: Vec<Episode> = Vec::new();
@@ -344,6 +359,14 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable episode row.
     pub async fn find_open_episode_by_subject(&mut self, key: &SubjectKey) -> Result<Vec<Episode>, StoreError> {
+        if let Some(holders) = self.ahead.as_ref().and_then(|ahead| ahead.holding(key)).map(<[EpisodeId]>::to_vec) {
+            let mut episodes = Vec::with_capacity(holders.len());
+            for holder in holders {
+                episodes.extend(self.episode(holder).await?.filter(|episode| episode.state == EpisodeState::Open));
+            }
+            episodes.sort_by_key(|episode| (episode.opened_at, episode.id));
+            return Ok(episodes);
+        }
         self.lock_keys(vec![lock_key(&[b"subject", key.as_bytes()])]).await?;
         let sql = format!(
             "SELECT {} FROM episodes WHERE state = 'open' AND id IN \
@@ -419,7 +442,7 @@ impl Tx {
         let all_members: Vec<(AgencyId, Relation)> =
             std::iter::once((new.originator.clone(), Relation::Originator)).chain(members.iter().cloned()).collect();
         self.add_members(new.id, &all_members, opened_at).await?;
-        Ok(Episode {
+        let episode = Episode {
             id: new.id,
             state: EpisodeState::Open,
             originator: new.originator.clone(),
@@ -430,7 +453,12 @@ impl Tx {
             close_reason: None,
             feedback_due_at: due,
             feedback_delivered_at: None,
-        })
+        };
+        if let Some(ahead) = &mut self.ahead {
+            let refs = first_of_each(all_refs.iter().map(|r| (r.system.as_str(), r.value.as_str())));
+            ahead.opened(episode.clone(), &refs, &first_of_each(all_members));
+        }
+        Ok(episode)
     }
 
     /// Points refs at an episode. A ref it already holds is left alone; returns how many were new. One
@@ -468,6 +496,9 @@ impl Tx {
                     .collect::<Result<_, StoreError>>()?
             });
             added += inserted.len() as u64;
+            if let Some(ahead) = &mut self.ahead {
+                ahead.refs_added(episode, &inserted, at);
+            }
             let held: Vec<(&str, &str)> = chunk
                 .iter()
                 .filter(|(system, value)| !inserted.iter().any(|(s, v)| s == system && v == value))
@@ -516,6 +547,9 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
     pub async fn members_and_refs(&mut self, episode: EpisodeId) -> Result<(Vec<Member>, Vec<Identifier>), StoreError> {
+        if let Some(known) = self.ahead.as_ref().and_then(|ahead| ahead.members_and_refs(episode)) {
+            return known;
+        }
         let sql = "SELECT 'member' AS part, agency AS a, relation AS b, first_seen_at AS at FROM episode_members \
                    WHERE episode_id = $1 UNION ALL \
                    SELECT 'ref' AS part, system AS a, value AS b, added_at AS at FROM episode_refs WHERE episode_id = $1";
@@ -572,10 +606,16 @@ impl Tx {
         key: &SubjectKey,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        if self.ahead.as_ref().is_some_and(|ahead| ahead.holds_key(episode, key)) {
+            return Ok(());
+        }
         let sql = "INSERT INTO subject_keys (episode_id, subject_key, added_at) VALUES ($1, $2, $3) \
                    ON CONFLICT (episode_id, subject_key) DO NOTHING";
         let (bytes, at) = (key.as_bytes().to_vec(), micros(at));
         on!(self, |c| sqlx::query(sql).bind(episode.0).bind(bytes).bind(at).execute(&mut **c).await?.rows_affected());
+        if let Some(ahead) = &mut self.ahead {
+            ahead.key_added(episode, key);
+        }
         Ok(())
     }
 
@@ -627,6 +667,16 @@ impl Tx {
                     .map(|row| Ok((row.text("agency")?, row.text("relation")?)))
                     .collect::<Result<_, StoreError>>()?
             });
+            let new: Vec<(AgencyId, Relation)> = chunk
+                .iter()
+                .filter(|(agency, relation)| {
+                    inserted.iter().any(|(a, r)| a == agency.as_str() && r == relation.as_str())
+                })
+                .map(|member| (*member).clone())
+                .collect();
+            if let Some(ahead) = &mut self.ahead {
+                ahead.members_added(episode, &new, at);
+            }
             for (agency, relation) in chunk {
                 if inserted.iter().any(|(a, r)| a == agency.as_str() && r == relation.as_str()) {
                     added += 1;
@@ -665,6 +715,9 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
     pub async fn episode(&mut self, id: EpisodeId) -> Result<Option<Episode>, StoreError> {
+        if let Some(known) = self.ahead.as_ref().and_then(|ahead| ahead.episode(id)) {
+            return Ok(Some(self.deferred.touched(known.clone())));
+        }
         let sql = format!("SELECT {} FROM episodes WHERE id = $1", rows::EPISODE_COLUMNS);
         let found = on!(self, |c| match sqlx::query(&sql).bind(id.0).fetch_optional(&mut **c).await? {
             Some(row) => Some(rows::episode(&row)?),
@@ -739,11 +792,14 @@ impl Tx {
             .bind(event.kind.as_str())
             .bind(event.source.agency.as_str())
             .bind(received_at)
-            .bind(body)
+            .bind(body.as_str())
             .execute(&mut **c)
             .await?
             .rows_affected());
         if inserted == 1 {
+            if let Some(ahead) = &mut self.ahead {
+                ahead.held(key, received_at, event.event_id.0, &body);
+            }
             self.audit.push((
                 received_at,
                 AuditRecord::EventHeld {
@@ -762,6 +818,9 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] when a stored body is not a canonical event.
     pub async fn unattached_for_subject(&mut self, key: &SubjectKey) -> Result<Vec<CrisisEvent>, StoreError> {
+        if let Some(held) = self.ahead.as_ref().and_then(|ahead| ahead.unattached(key)) {
+            return held;
+        }
         let sql = "SELECT body FROM unattached_events WHERE subject_key = $1 ORDER BY received_at, event_id";
         let bodies: Vec<String> = on!(self, |c| sqlx::query(sql)
             .bind(key.as_bytes().to_vec())
@@ -1125,6 +1184,9 @@ impl Tx {
             .rows_affected())
             == 1;
         if closed {
+            if let Some(ahead) = &mut self.ahead {
+                ahead.closed(id, reason, at);
+            }
             self.audit.push((at, AuditRecord::EpisodeClosed { episode_id: id, reason }));
         } else if self.episode(id).await?.is_none() {
             return Err(StoreError::NotFound(Missing::Episode(id)));
@@ -1142,6 +1204,9 @@ impl Tx {
         let updated = on!(self, |c| sqlx::query(sql).bind(id.0).bind(due).execute(&mut **c).await?.rows_affected());
         if updated == 0 {
             return Err(StoreError::NotFound(Missing::Episode(id)));
+        }
+        if let Some(ahead) = &mut self.ahead {
+            ahead.update(id, |episode| episode.feedback_due_at = due);
         }
         Ok(())
     }
@@ -1168,6 +1233,9 @@ impl Tx {
             self.episode(id).await?.ok_or(StoreError::NotFound(Missing::Episode(id)))?;
             return Ok(false);
         };
+        if let Some(ahead) = &mut self.ahead {
+            ahead.update(id, |episode| episode.feedback_delivered_at = Some(at));
+        }
         self.audit.push((at, AuditRecord::FeedbackDelivered { episode_id: id, originator, event_id: feedback_event }));
         Ok(true)
     }
@@ -1293,6 +1361,8 @@ impl Tx {
 
     pub(crate) async fn execute_counting(&mut self, sql: &str, at: DateTime<Utc>) -> Result<u64, StoreError> {
         self.flush().await?;
+        // A statement of any shape may change what was read ahead.
+        self.ahead = None;
         let at = micros(at);
         Ok(on!(self, |c| sqlx::query(sql).bind(at).execute(&mut **c).await?.rows_affected()))
     }
@@ -1460,7 +1530,7 @@ fn records_len(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-fn identifier(system: String, value: String) -> Result<Identifier, StoreError> {
+pub(crate) fn identifier(system: String, value: String) -> Result<Identifier, StoreError> {
     Ok(Identifier {
         system: NonEmptyString::new(system)
             .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "system" })?,
@@ -1470,7 +1540,7 @@ fn identifier(system: String, value: String) -> Result<Identifier, StoreError> {
 }
 
 /// One [`Member`] per agency from memberships sorted by agency, then time.
-fn group_members(rows: Vec<(AgencyId, Relation, DateTime<Utc>)>) -> Vec<Member> {
+pub(crate) fn group_members(rows: Vec<(AgencyId, Relation, DateTime<Utc>)>) -> Vec<Member> {
     let mut members: Vec<Member> = Vec::new();
     for (agency, relation, seen) in rows {
         match members.last_mut() {

@@ -1,0 +1,346 @@
+//! Read-ahead for a batch of events: what the router's correlation lookups would read one event at a time,
+//! read for the whole batch in a handful of statements, then kept up to date by the transaction's own
+//! writes.
+//!
+//! [`Tx::read_ahead`] takes every ref and subject key of a batch and reads, once: which episode owns each
+//! ref, which episodes hold each key, those episodes with their members and refs, and the unattached
+//! events held for each key. After it, [`Tx::find_episode_by_refs`], [`Tx::find_open_episode_by_subject`],
+//! [`Tx::members_and_refs`], [`Tx::episode`] and [`Tx::unattached_for_subject`] answer from memory when
+//! everything they would read is known, and go to the database otherwise. The transaction's writes to
+//! those tables update what is known, so an answer from memory is the answer the database would give
+//! inside the transaction: the store's tests run the router's reads both ways and compare them.
+//!
+//! Nobody else writes these rows meanwhile: on SQLite the transaction holds the write lock from its start,
+//! and on PostgreSQL the read-ahead takes the advisory locks of every ref and key first, as the lookups
+//! it stands in for would.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use concordat_episode::{AgencyId, CrisisEvent, EpisodeId, Identifier};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::model::{Backend, CloseReason, Episode, EpisodeState, Member, Relation};
+use crate::rows::{self, Cols};
+use crate::subject::SubjectKey;
+use crate::tx::{ROWS_PER_STATEMENT, Tx, group_members, identifier, list, lock_key, on, ref_lock_key};
+
+/// An unattached event as the read-ahead keeps it: `received_at`, event id and body.
+type Held = (DateTime<Utc>, Uuid, String);
+
+/// An episode's members and refs, as [`Tx::members_and_refs`] gives them.
+type MembersAndRefs = (Vec<Member>, Vec<Identifier>);
+
+/// An episode as the read-ahead knows it: its row, its memberships and its refs, each with its time.
+#[derive(Debug, Clone)]
+struct Known {
+    episode: Episode,
+    members: Vec<(AgencyId, Relation, DateTime<Utc>)>,
+    refs: Vec<(DateTime<Utc>, String, String)>,
+}
+
+/// What a batch's correlation lookups need, as read at its start and changed by its own writes since.
+#[derive(Debug, Default)]
+pub(crate) struct ReadAhead {
+    /// Each ref read ahead or written since, with the episode that owns it (`None`: no episode does).
+    refs: HashMap<(String, String), Option<EpisodeId>>,
+    /// Each subject key read ahead, with every episode (open or closed) that holds it.
+    subjects: HashMap<[u8; 32], Vec<EpisodeId>>,
+    /// The episodes read ahead or opened since.
+    episodes: HashMap<EpisodeId, Known>,
+    /// The unattached events held for each key read ahead: `received_at`, event id and body.
+    unattached: HashMap<[u8; 32], Vec<Held>>,
+}
+
+impl ReadAhead {
+    /// The episodes owning `refs`, when every one of them is known.
+    pub(crate) fn owners(&self, refs: &[Identifier]) -> Option<Vec<EpisodeId>> {
+        let mut owners = Vec::new();
+        for identifier in refs {
+            let owner = self.refs.get(&(identifier.system.to_string(), identifier.value.to_string()))?;
+            if let Some(owner) = owner
+                && !owners.contains(owner)
+            {
+                owners.push(*owner);
+            }
+        }
+        Some(owners)
+    }
+
+    /// The episode, when it is known.
+    pub(crate) fn episode(&self, id: EpisodeId) -> Option<&Episode> {
+        self.episodes.get(&id).map(|known| &known.episode)
+    }
+
+    /// The episodes holding `key`, when it was read ahead.
+    pub(crate) fn holding(&self, key: &SubjectKey) -> Option<&[EpisodeId]> {
+        self.subjects.get(key.as_bytes()).map(Vec::as_slice)
+    }
+
+    /// An episode's members and refs, ordered as [`Tx::members_and_refs`] orders them, when it is known.
+    pub(crate) fn members_and_refs(&self, id: EpisodeId) -> Option<Result<MembersAndRefs, StoreError>> {
+        let known = self.episodes.get(&id)?;
+        let mut members = known.members.clone();
+        members.sort_by(|x, y| (&x.0, x.2).cmp(&(&y.0, y.2)));
+        let mut refs = known.refs.clone();
+        refs.sort();
+        let refs: Result<Vec<Identifier>, StoreError> =
+            refs.into_iter().map(|(_, system, value)| identifier(system, value)).collect();
+        Some(refs.map(|refs| (group_members(members), refs)))
+    }
+
+    /// The unattached events held for `key`, oldest first, when it was read ahead.
+    pub(crate) fn unattached(&self, key: &SubjectKey) -> Option<Result<Vec<CrisisEvent>, StoreError>> {
+        let mut held = self.unattached.get(key.as_bytes())?.clone();
+        held.sort_by_key(|(at, event, _)| (*at, *event));
+        Some(
+            held.iter()
+                .map(|(_, _, body)| {
+                    serde_json::from_str(body)
+                        .map_err(|_| StoreError::Corrupt { table: "unattached_events", column: "body" })
+                })
+                .collect(),
+        )
+    }
+
+    /// An episode was opened with these refs and memberships (its own ref and its originator's among them).
+    pub(crate) fn opened(&mut self, episode: Episode, refs: &[(&str, &str)], members: &[(AgencyId, Relation)]) {
+        let id = episode.id;
+        let at = episode.opened_at;
+        for (system, value) in refs {
+            self.refs.insert(((*system).to_owned(), (*value).to_owned()), Some(id));
+        }
+        let known = Known {
+            members: members.iter().map(|(agency, relation)| (agency.clone(), *relation, at)).collect(),
+            refs: refs.iter().map(|(system, value)| (at, (*system).to_owned(), (*value).to_owned())).collect(),
+            episode,
+        };
+        self.episodes.insert(id, known);
+    }
+
+    /// Refs newly pointed at an episode.
+    pub(crate) fn refs_added(&mut self, id: EpisodeId, refs: &[(String, String)], at: DateTime<Utc>) {
+        for (system, value) in refs {
+            self.refs.insert((system.clone(), value.clone()), Some(id));
+            if let Some(known) = self.episodes.get_mut(&id) {
+                known.refs.push((at, system.clone(), value.clone()));
+            }
+        }
+    }
+
+    /// Memberships newly added to an episode.
+    pub(crate) fn members_added(&mut self, id: EpisodeId, members: &[(AgencyId, Relation)], at: DateTime<Utc>) {
+        if let Some(known) = self.episodes.get_mut(&id) {
+            known.members.extend(members.iter().map(|(agency, relation)| (agency.clone(), *relation, at)));
+        }
+    }
+
+    /// True when `key` is known to be held by the episode already (so storing it again changes nothing).
+    pub(crate) fn holds_key(&self, id: EpisodeId, key: &SubjectKey) -> bool {
+        self.subjects.get(key.as_bytes()).is_some_and(|holders| holders.contains(&id))
+    }
+
+    /// A key stored for an episode.
+    pub(crate) fn key_added(&mut self, id: EpisodeId, key: &SubjectKey) {
+        if let Some(holders) = self.subjects.get_mut(key.as_bytes())
+            && !holders.contains(&id)
+        {
+            holders.push(id);
+        }
+    }
+
+    /// An unattached event newly held for `key`.
+    pub(crate) fn held(&mut self, key: &SubjectKey, received_at: DateTime<Utc>, event: Uuid, body: &str) {
+        if let Some(held) = self.unattached.get_mut(key.as_bytes()) {
+            held.push((received_at, event, body.to_owned()));
+        }
+    }
+
+    /// Changes an episode's row as a statement of this transaction just did.
+    pub(crate) fn update(&mut self, id: EpisodeId, change: impl FnOnce(&mut Episode)) {
+        if let Some(known) = self.episodes.get_mut(&id) {
+            change(&mut known.episode);
+        }
+    }
+
+    /// An episode closed.
+    pub(crate) fn closed(&mut self, id: EpisodeId, reason: CloseReason, at: DateTime<Utc>) {
+        self.update(id, |episode| {
+            episode.state = EpisodeState::Closed;
+            episode.closed_at = Some(at);
+            episode.close_reason = Some(reason);
+        });
+    }
+}
+
+impl Tx {
+    /// Reads ahead what correlating a batch of events needs: the owners of `refs`, the episodes holding
+    /// `keys`, those episodes with their members and refs, and the unattached events held for `keys`, in
+    /// five statements however many events there are (see the module docs). On PostgreSQL it first takes
+    /// the advisory locks of every ref and key, in one sorted order, as the per-event lookups would.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn read_ahead(&mut self, refs: &[Identifier], keys: &[SubjectKey]) -> Result<(), StoreError> {
+        self.flush().await?;
+        let mut locks: Vec<i64> = refs.iter().map(ref_lock_key).collect();
+        locks.extend(keys.iter().map(|key| lock_key(&[b"subject", key.as_bytes()])));
+        self.lock_keys(locks).await?;
+        let mut ahead = ReadAhead::default();
+        // A list used in both halves of a `UNION ALL`: SQLite's `?` are bound in order of appearance, so
+        // twice; PostgreSQL's `$n` once, and used wherever they appear.
+        let halves = match self.backend() {
+            Backend::Sqlite => 2,
+            Backend::Postgres => 1,
+        };
+
+        let mut pairs: Vec<(String, String)> =
+            refs.iter().map(|identifier| (identifier.system.to_string(), identifier.value.to_string())).collect();
+        pairs.sort();
+        pairs.dedup();
+        for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
+            let matches: Vec<String> = (0..chunk.len())
+                .map(|index| format!("(system = ${} AND value = ${})", 2 * index + 1, 2 * index + 2))
+                .collect();
+            let sql = format!("SELECT system, value, episode_id FROM episode_refs WHERE {}", matches.join(" OR "));
+            let owners: Vec<(String, String, Uuid)> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for (system, value) in chunk {
+                    query = query.bind(system.as_str()).bind(value.as_str());
+                }
+                query
+                    .fetch_all(&mut **c)
+                    .await?
+                    .iter()
+                    .map(|row| Ok((row.text("system")?, row.text("value")?, row.uuid("episode_id")?)))
+                    .collect::<Result<_, StoreError>>()?
+            });
+            for pair in chunk {
+                ahead.refs.insert(pair.clone(), None);
+            }
+            for (system, value, owner) in owners {
+                ahead.refs.insert((system, value), Some(EpisodeId(owner)));
+            }
+        }
+
+        let mut subject_keys: Vec<[u8; 32]> = keys.iter().map(|key| *key.as_bytes()).collect();
+        subject_keys.sort_unstable();
+        subject_keys.dedup();
+        for chunk in subject_keys.chunks(8 * ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT 'key' AS part, subject_key AS k, episode_id, NULL AS at, NULL AS event_id, NULL AS body \
+                 FROM subject_keys WHERE subject_key IN ({in_list}) UNION ALL \
+                 SELECT 'held' AS part, subject_key AS k, NULL AS episode_id, received_at AS at, event_id, body \
+                 FROM unattached_events WHERE subject_key IN ({in_list})",
+                in_list = list(self.backend(), 1, chunk.len())
+            );
+            type Found = (String, Vec<u8>, Option<Uuid>, Option<DateTime<Utc>>, Option<Uuid>, Option<String>);
+            let found: Vec<Found> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for _ in 0..halves {
+                    for key in chunk {
+                        query = query.bind(key.to_vec());
+                    }
+                }
+                query
+                    .fetch_all(&mut **c)
+                    .await?
+                    .iter()
+                    .map(|row| {
+                        Ok((
+                            row.text("part")?,
+                            row.opt_bytes("k")?.unwrap_or_default(),
+                            row.opt_uuid("episode_id")?,
+                            row.opt_time("at")?,
+                            row.opt_uuid("event_id")?,
+                            row.opt_text("body")?,
+                        ))
+                    })
+                    .collect::<Result<_, StoreError>>()?
+            });
+            for key in chunk {
+                ahead.subjects.insert(*key, Vec::new());
+                ahead.unattached.insert(*key, Vec::new());
+            }
+            for (part, key, episode, at, event, body) in found {
+                let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) else {
+                    return Err(StoreError::Corrupt { table: "subject_keys", column: "subject_key" });
+                };
+                match (part.as_str(), episode, at, event, body) {
+                    ("key", Some(episode), ..) => ahead.subjects.entry(key).or_default().push(EpisodeId(episode)),
+                    ("held", _, Some(at), Some(event), Some(body)) => {
+                        ahead.unattached.entry(key).or_default().push((at, event, body));
+                    }
+                    _ => return Err(StoreError::Corrupt { table: "unattached_events", column: "body" }),
+                }
+            }
+        }
+
+        let mut ids: Vec<EpisodeId> = ahead.refs.values().flatten().copied().collect();
+        ids.extend(ahead.subjects.values().flatten().copied());
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(8 * ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT {} FROM episodes WHERE id IN ({})",
+                rows::EPISODE_COLUMNS,
+                list(self.backend(), 1, chunk.len())
+            );
+            let episodes: Vec<Episode> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(id.0);
+                }
+                query.fetch_all(&mut **c).await?.iter().map(rows::episode).collect::<Result<_, _>>()?
+            });
+            for episode in episodes {
+                let known = Known { episode, members: Vec::new(), refs: Vec::new() };
+                ahead.episodes.insert(known.episode.id, known);
+            }
+            let sql = format!(
+                "SELECT 'member' AS part, episode_id, agency AS a, relation AS b, first_seen_at AS at \
+                 FROM episode_members WHERE episode_id IN ({in_list}) UNION ALL \
+                 SELECT 'ref' AS part, episode_id, system AS a, value AS b, added_at AS at \
+                 FROM episode_refs WHERE episode_id IN ({in_list})",
+                in_list = list(self.backend(), 1, chunk.len())
+            );
+            let found: Vec<(String, Uuid, String, String, DateTime<Utc>)> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for _ in 0..halves {
+                    for id in chunk {
+                        query = query.bind(id.0);
+                    }
+                }
+                query
+                    .fetch_all(&mut **c)
+                    .await?
+                    .iter()
+                    .map(|row| {
+                        Ok((
+                            row.text("part")?,
+                            row.uuid("episode_id")?,
+                            row.text("a")?,
+                            row.text("b")?,
+                            row.time("at")?,
+                        ))
+                    })
+                    .collect::<Result<_, StoreError>>()?
+            });
+            for (part, episode, a, b, at) in found {
+                let Some(known) = ahead.episodes.get_mut(&EpisodeId(episode)) else { continue };
+                if part == "member" {
+                    let agency = AgencyId::new(a)
+                        .map_err(|_| StoreError::Corrupt { table: "episode_members", column: "agency" })?;
+                    let relation = Relation::parse(&b)
+                        .ok_or(StoreError::Corrupt { table: "episode_members", column: "relation" })?;
+                    known.members.push((agency, relation, at));
+                } else {
+                    known.refs.push((at, a, b));
+                }
+            }
+        }
+        self.ahead = Some(ahead);
+        Ok(())
+    }
+}
