@@ -200,22 +200,9 @@ impl Tx {
         pairs.sort();
         pairs.dedup();
         for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
-            let matches: Vec<String> = (0..chunk.len())
-                .map(|index| format!("(system = ${} AND value = ${})", 2 * index + 1, 2 * index + 2))
-                .collect();
-            let sql = format!("SELECT system, value, episode_id FROM episode_refs WHERE {}", matches.join(" OR "));
-            let owners: Vec<(String, String, Uuid)> = on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for (system, value) in chunk {
-                    query = query.bind(system.as_str()).bind(value.as_str());
-                }
-                query
-                    .fetch_all(&mut **c)
-                    .await?
-                    .iter()
-                    .map(|row| Ok((row.text("system")?, row.text("value")?, row.uuid("episode_id")?)))
-                    .collect::<Result<_, StoreError>>()?
-            });
+            let asked: Vec<(&str, &str)> =
+                chunk.iter().map(|(system, value)| (system.as_str(), value.as_str())).collect();
+            let owners = self.ref_owners(&asked).await?;
             for pair in chunk {
                 ahead.refs.insert(pair.clone(), None);
             }

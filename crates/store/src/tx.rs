@@ -507,22 +507,7 @@ impl Tx {
             if held.is_empty() {
                 continue;
             }
-            let matches: Vec<String> = (0..held.len())
-                .map(|index| format!("(system = ${} AND value = ${})", 2 * index + 1, 2 * index + 2))
-                .collect();
-            let sql = format!("SELECT system, value, episode_id FROM episode_refs WHERE {}", matches.join(" OR "));
-            let owners: Vec<(String, String, Uuid)> = on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for (system, value) in &held {
-                    query = query.bind(*system).bind(*value);
-                }
-                query
-                    .fetch_all(&mut **c)
-                    .await?
-                    .iter()
-                    .map(|row| Ok((row.text("system")?, row.text("value")?, row.uuid("episode_id")?)))
-                    .collect::<Result<_, StoreError>>()?
-            });
+            let owners = self.ref_owners(&held).await?;
             for (system, value) in held {
                 let owner = owners.iter().find(|(s, v, _)| s == system && v == value).map(|(_, _, owner)| *owner);
                 match owner {
@@ -539,6 +524,30 @@ impl Tx {
             }
         }
         Ok(added)
+    }
+
+    /// The episodes that own these refs, in one statement: system, value and owner for each ref that has
+    /// one (at most [`ROWS_PER_STATEMENT`] refs).
+    pub(crate) async fn ref_owners(
+        &mut self,
+        refs: &[(&str, &str)],
+    ) -> Result<Vec<(String, String, Uuid)>, StoreError> {
+        let matches: Vec<String> = (0..refs.len())
+            .map(|index| format!("(system = ${} AND value = ${})", 2 * index + 1, 2 * index + 2))
+            .collect();
+        let sql = format!("SELECT system, value, episode_id FROM episode_refs WHERE {}", matches.join(" OR "));
+        Ok(on!(self, |c| {
+            let mut query = sqlx::query(&sql);
+            for (system, value) in refs {
+                query = query.bind(*system).bind(*value);
+            }
+            query
+                .fetch_all(&mut **c)
+                .await?
+                .iter()
+                .map(|row| Ok((row.text("system")?, row.text("value")?, row.uuid("episode_id")?)))
+                .collect::<Result<_, StoreError>>()?
+        }))
     }
 
     /// The episode's members (as [`Self::members`] gives them) and its refs (as [`Self::episode_refs`]

@@ -60,6 +60,18 @@ fn s136(record_ref: &str, incident: &str, nhs_number: Option<&str>, minute: i64)
     })
 }
 
+fn crisis_plan(record_ref: &str, nhs_number: &str, minute: i64) -> CrisisEvent {
+    event(Spec {
+        agency: "northvale-mh",
+        agency_kind: "nhs",
+        kind: "nhs.crisis_plan",
+        record_ref,
+        nhs_number: Some(nhs_number),
+        refs: &[],
+        received_minute: minute,
+    })
+}
+
 fn arrival(record_ref: &str, nhs_number: Option<&str>, minute: i64) -> CrisisEvent {
     event(Spec {
         agency: "northvale-mh",
@@ -884,15 +896,7 @@ async fn check_correlation(db: &TestDb, case: &serde_json::Value) -> anyhow::Res
 }
 
 async fn unattached_events_are_held_by_subject_and_purged(db: TestDb) -> anyhow::Result<()> {
-    let plan = event(Spec {
-        agency: "northvale-mh",
-        agency_kind: "nhs",
-        kind: "nhs.crisis_plan",
-        record_ref: "CarePlan/cp-1",
-        nhs_number: Some("9990000018"),
-        refs: &[],
-        received_minute: 1,
-    });
+    let plan = crisis_plan("CarePlan/cp-1", "9990000018", 1);
     let other = event(Spec {
         agency: "northvale-mh",
         agency_kind: "nhs",
@@ -1011,15 +1015,7 @@ async fn batch_script(db: &TestDb, ahead: bool) -> anyhow::Result<Vec<String>> {
 
     // What a batch writes: an episode opened with refs, members and a key; refs, members and a key added to
     // another; an event held, one recorded; a close; feedback noted and its due time moved.
-    let plan = event(Spec {
-        agency: "northvale-mh",
-        agency_kind: "nhs",
-        kind: "nhs.crisis_plan",
-        record_ref: "CarePlan/cp-2",
-        nhs_number: Some("9434765919"),
-        refs: &[],
-        received_minute: 40,
-    });
+    let plan = crisis_plan("CarePlan/cp-2", "9434765919", 40);
     tx.hold_unattached(&z, &plan).await?;
     let new = NewEpisode {
         id: c,
@@ -1052,15 +1048,7 @@ async fn batch_script(db: &TestDb, ahead: bool) -> anyhow::Result<Vec<String>> {
 async fn read_ahead_answers_as_the_database_does(db: TestDb) -> anyhow::Result<()> {
     // Before the batch: episode A (incident A, person X, a crisis plan held for X) open, episode B
     // (incident B, person Y) closed.
-    let plan = event(Spec {
-        agency: "northvale-mh",
-        agency_kind: "nhs",
-        kind: "nhs.crisis_plan",
-        record_ref: "CarePlan/cp-1",
-        nhs_number: Some("9990000018"),
-        refs: &[],
-        received_minute: 0,
-    });
+    let plan = crisis_plan("CarePlan/cp-1", "9990000018", 0);
     let mut tx = db.store.begin().await?;
     tx.hold_unattached(&keyer().key(&NhsNumber::new("9990000018")?), &plan).await?;
     route(&mut tx, &s136("NVP-A#s136", "INC-A", Some("9990000018"), 1)).await?;
