@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use concordat_episode::{AgencyId, CrisisEvent, EpisodeId, Identifier};
 use uuid::Uuid;
 
-use crate::error::StoreError;
+use crate::error::{Conflict, StoreError};
 use crate::model::{Backend, CloseReason, Episode, EpisodeState, Member, Relation};
 use crate::rows::{self, Cols};
 use crate::subject::SubjectKey;
@@ -66,6 +66,50 @@ impl ReadAhead {
             }
         }
         Some(owners)
+    }
+
+    /// What pointing `refs` at `episode` would do, when every one of them is known: the refs that are new
+    /// (each once, in the order given), or the conflict with the first one, in that order, that another
+    /// episode holds. `None` when one of them was not read ahead.
+    pub(crate) fn refs_for(
+        &self,
+        episode: EpisodeId,
+        refs: &[(&str, &str)],
+    ) -> Option<Result<Vec<(String, String)>, StoreError>> {
+        let mut new: Vec<(String, String)> = Vec::new();
+        for (system, value) in refs {
+            let pair = ((*system).to_owned(), (*value).to_owned());
+            match self.refs.get(&pair)? {
+                Some(owner) if *owner == episode => {}
+                Some(owner) => {
+                    return Some(Err(StoreError::Conflict(Conflict::RefHeldByOtherEpisode {
+                        system: pair.0,
+                        held_by: *owner,
+                    })));
+                }
+                None if new.contains(&pair) => {}
+                None => new.push(pair),
+            }
+        }
+        Some(Ok(new))
+    }
+
+    /// The memberships of `members` that the episode does not hold yet, each once, in the order given;
+    /// `None` when the episode is not known.
+    pub(crate) fn new_members(
+        &self,
+        episode: EpisodeId,
+        members: &[(AgencyId, Relation)],
+    ) -> Option<Vec<(AgencyId, Relation)>> {
+        let known = self.episodes.get(&episode)?;
+        let mut new: Vec<(AgencyId, Relation)> = Vec::new();
+        for (agency, relation) in members {
+            let held = known.members.iter().any(|(a, r, _)| a == agency && r == relation);
+            if !held && !new.iter().any(|(a, r)| a == agency && r == relation) {
+                new.push((agency.clone(), *relation));
+            }
+        }
+        Some(new)
     }
 
     /// The episode, when it is known.

@@ -69,6 +69,12 @@ pub struct Tx {
 /// trips to the database for all of them instead of several for each.
 #[derive(Default)]
 struct Deferred {
+    /// Episodes opened while reading ahead ([`Tx::read_ahead`]), with the refs, memberships and subject
+    /// keys added meanwhile: the read-ahead already answers for them, and already knew of any conflict.
+    episodes: Vec<Episode>,
+    refs: Vec<(String, String, Uuid, DateTime<Utc>)>,
+    members: Vec<(Uuid, AgencyId, Relation, DateTime<Utc>)>,
+    keys: Vec<(Uuid, [u8; 32], DateTime<Utc>)>,
     events: Vec<EventRow>,
     /// The newest `received_at` recorded for each episode, for its `last_event_at`.
     touches: Vec<(Uuid, DateTime<Utc>)>,
@@ -79,7 +85,13 @@ struct Deferred {
 
 impl Deferred {
     fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.decisions.is_empty() && self.deliveries.is_empty()
+        self.episodes.is_empty()
+            && self.refs.is_empty()
+            && self.members.is_empty()
+            && self.keys.is_empty()
+            && self.events.is_empty()
+            && self.decisions.is_empty()
+            && self.deliveries.is_empty()
     }
 
     /// `last_event_at` as it will be once the deferred events are written.
@@ -287,6 +299,8 @@ impl Tx {
         marks: &[(EventId, Option<EpisodeId>)],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        // The marks name episodes, which may still be waiting for the flush.
+        self.flush_structure().await?;
         let at = micros(at);
         for chunk in marks.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
@@ -323,6 +337,7 @@ impl Tx {
             episodes.sort_by_key(|episode| (episode.opened_at, episode.id));
             return Ok(episodes);
         }
+        self.flush_structure().await?;
         self.lock_keys(refs.iter().map(ref_lock_key).collect()).await?;
         // One statement per chunk of refs (an event rarely has more than three), each bound parameter pair
         // matching one ref; a chunk stays far below either database's limit on parameters.
@@ -367,6 +382,7 @@ impl Tx {
             episodes.sort_by_key(|episode| (episode.opened_at, episode.id));
             return Ok(episodes);
         }
+        self.flush_structure().await?;
         self.lock_keys(vec![lock_key(&[b"subject", key.as_bytes()])]).await?;
         let sql = format!(
             "SELECT {} FROM episodes WHERE state = 'open' AND id IN \
@@ -406,10 +422,66 @@ impl Tx {
         refs: &[Identifier],
         members: &[(AgencyId, Relation)],
     ) -> Result<Episode, StoreError> {
-        let sql = "INSERT INTO episodes (id, state, originator, opened_by_event, opened_at, last_event_at, \
-                   feedback_due_at) VALUES ($1, 'open', $2, $3, $4, $4, $5) ON CONFLICT DO NOTHING";
         let opened_at = micros(new.opened_at);
         let due = new.feedback_due_at.map(micros);
+        let episode = Episode {
+            id: new.id,
+            state: EpisodeState::Open,
+            originator: new.originator.clone(),
+            opened_by: new.opened_by,
+            opened_at,
+            last_event_at: opened_at,
+            closed_at: None,
+            close_reason: None,
+            feedback_due_at: due,
+            feedback_delivered_at: None,
+        };
+        let own_ref = Identifier {
+            system: concordat_episode::NonEmptyString::new(EPISODE_SYSTEM)
+                .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "system" })?,
+            value: concordat_episode::NonEmptyString::new(new.id.to_string())
+                .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "value" })?,
+        };
+        let all_refs: Vec<Identifier> = std::iter::once(own_ref).chain(refs.iter().cloned()).collect();
+        let all_members: Vec<(AgencyId, Relation)> =
+            std::iter::once((new.originator.clone(), Relation::Originator)).chain(members.iter().cloned()).collect();
+        let opened = AuditRecord::EpisodeOpened {
+            episode_id: new.id,
+            originator: new.originator.clone(),
+            event_id: new.opened_by,
+        };
+        // Reading ahead, when every ref is known: the conflicts are known now and the rows wait for the
+        // flush. The episode's own ref is as new as its id (the flush finds out if the id was taken).
+        let pairs = first_of_each(all_refs.iter().map(|r| (r.system.as_str(), r.value.as_str())));
+        let checked = match &self.ahead {
+            Some(ahead) if ahead.episode(new.id).is_some() => {
+                return Err(StoreError::Conflict(Conflict::EpisodeExists(new.id)));
+            }
+            Some(ahead) => ahead.refs_for(new.id, &pairs[1..]),
+            None => None,
+        };
+        if let Some(checked) = checked {
+            checked?;
+            let unique_members = first_of_each(all_members);
+            self.audit.push((opened_at, opened));
+            for (agency, relation) in &unique_members {
+                self.deferred.members.push((new.id.0, agency.clone(), *relation, opened_at));
+                let record =
+                    AuditRecord::MemberAdded { episode_id: new.id, agency: agency.clone(), relation: *relation };
+                self.audit.push((opened_at, record));
+            }
+            for (system, value) in &pairs {
+                self.deferred.refs.push(((*system).to_owned(), (*value).to_owned(), new.id.0, opened_at));
+            }
+            self.deferred.episodes.push(episode.clone());
+            if let Some(ahead) = &mut self.ahead {
+                ahead.opened(episode.clone(), &pairs, &unique_members);
+            }
+            return Ok(episode);
+        }
+        self.flush_structure().await?;
+        let sql = "INSERT INTO episodes (id, state, originator, opened_by_event, opened_at, last_event_at, \
+                   feedback_due_at) VALUES ($1, 'open', $2, $3, $4, $4, $5) ON CONFLICT DO NOTHING";
         on!(self, |c| sqlx::query(sql)
             .bind(new.id.0)
             .bind(new.originator.as_str())
@@ -423,37 +495,9 @@ impl Tx {
         .and_then(
             |inserted| if inserted == 1 { Ok(()) } else { Err(StoreError::Conflict(Conflict::EpisodeExists(new.id))) },
         )?;
-        self.audit.push((
-            opened_at,
-            AuditRecord::EpisodeOpened {
-                episode_id: new.id,
-                originator: new.originator.clone(),
-                event_id: new.opened_by,
-            },
-        ));
-        let own_ref = Identifier {
-            system: concordat_episode::NonEmptyString::new(EPISODE_SYSTEM)
-                .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "system" })?,
-            value: concordat_episode::NonEmptyString::new(new.id.to_string())
-                .map_err(|_| StoreError::Corrupt { table: "episode_refs", column: "value" })?,
-        };
-        let all_refs: Vec<Identifier> = std::iter::once(own_ref).chain(refs.iter().cloned()).collect();
+        self.audit.push((opened_at, opened));
         self.add_refs(new.id, &all_refs, opened_at).await?;
-        let all_members: Vec<(AgencyId, Relation)> =
-            std::iter::once((new.originator.clone(), Relation::Originator)).chain(members.iter().cloned()).collect();
         self.add_members(new.id, &all_members, opened_at).await?;
-        let episode = Episode {
-            id: new.id,
-            state: EpisodeState::Open,
-            originator: new.originator.clone(),
-            opened_by: new.opened_by,
-            opened_at,
-            last_event_at: opened_at,
-            closed_at: None,
-            close_reason: None,
-            feedback_due_at: due,
-            feedback_delivered_at: None,
-        };
         if let Some(ahead) = &mut self.ahead {
             let refs = first_of_each(all_refs.iter().map(|r| (r.system.as_str(), r.value.as_str())));
             ahead.opened(episode.clone(), &refs, &first_of_each(all_members));
@@ -476,6 +520,17 @@ impl Tx {
         let at = micros(at);
         let unique =
             first_of_each(refs.iter().map(|identifier| (identifier.system.as_str(), identifier.value.as_str())));
+        if let Some(checked) = self.ahead.as_ref().and_then(|ahead| ahead.refs_for(episode, &unique)) {
+            let new = checked?;
+            for (system, value) in &new {
+                self.deferred.refs.push((system.clone(), value.clone(), episode.0, at));
+            }
+            if let Some(ahead) = &mut self.ahead {
+                ahead.refs_added(episode, &new, at);
+            }
+            return Ok(new.len() as u64);
+        }
+        self.flush_structure().await?;
         let mut added = 0;
         for chunk in unique.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
@@ -559,6 +614,7 @@ impl Tx {
         if let Some(known) = self.ahead.as_ref().and_then(|ahead| ahead.members_and_refs(episode)) {
             return known;
         }
+        self.flush_structure().await?;
         let sql = "SELECT 'member' AS part, agency AS a, relation AS b, first_seen_at AS at FROM episode_members \
                    WHERE episode_id = $1 UNION ALL \
                    SELECT 'ref' AS part, system AS a, value AS b, added_at AS at FROM episode_refs WHERE episode_id = $1";
@@ -593,6 +649,7 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
     pub async fn episode_refs(&mut self, episode: EpisodeId) -> Result<Vec<Identifier>, StoreError> {
+        self.flush_structure().await?;
         let sql = "SELECT system, value FROM episode_refs WHERE episode_id = $1 ORDER BY added_at, system, value";
         let rows: Vec<(String, String)> = on!(self, |c| sqlx::query(sql)
             .bind(episode.0)
@@ -615,7 +672,13 @@ impl Tx {
         key: &SubjectKey,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        if self.ahead.as_ref().is_some_and(|ahead| ahead.holds_key(episode, key)) {
+        if let Some(ahead) = &mut self.ahead {
+            if !ahead.holds_key(episode, key)
+                && !self.deferred.keys.iter().any(|(id, bytes, _)| *id == episode.0 && bytes == key.as_bytes())
+            {
+                self.deferred.keys.push((episode.0, *key.as_bytes(), micros(at)));
+                ahead.key_added(episode, key);
+            }
             return Ok(());
         }
         let sql = "INSERT INTO subject_keys (episode_id, subject_key, added_at) VALUES ($1, $2, $3) \
@@ -656,6 +719,19 @@ impl Tx {
         at: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let at = micros(at);
+        if let Some(new) = self.ahead.as_ref().and_then(|ahead| ahead.new_members(episode, members)) {
+            for (agency, relation) in &new {
+                self.deferred.members.push((episode.0, agency.clone(), *relation, at));
+                let record =
+                    AuditRecord::MemberAdded { episode_id: episode, agency: agency.clone(), relation: *relation };
+                self.audit.push((at, record));
+            }
+            if let Some(ahead) = &mut self.ahead {
+                ahead.members_added(episode, &new, at);
+            }
+            return Ok(new.len());
+        }
+        self.flush_structure().await?;
         let unique = first_of_each(members);
         let mut added = 0;
         for chunk in unique.chunks(ROWS_PER_STATEMENT) {
@@ -704,6 +780,7 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
     pub async fn members(&mut self, episode: EpisodeId) -> Result<Vec<Member>, StoreError> {
+        self.flush_structure().await?;
         let sql = "SELECT agency, relation, first_seen_at FROM episode_members WHERE episode_id = $1 \
                    ORDER BY agency, first_seen_at";
         let rows: Vec<(AgencyId, Relation, DateTime<Utc>)> = on!(self, |c| {
@@ -727,6 +804,7 @@ impl Tx {
         if let Some(known) = self.ahead.as_ref().and_then(|ahead| ahead.episode(id)) {
             return Ok(Some(self.deferred.touched(known.clone())));
         }
+        self.flush_structure().await?;
         let sql = format!("SELECT {} FROM episodes WHERE id = $1", rows::EPISODE_COLUMNS);
         let found = on!(self, |c| match sqlx::query(&sql).bind(id.0).fetch_optional(&mut **c).await? {
             Some(row) => Some(rows::episode(&row)?),
@@ -1017,14 +1095,141 @@ impl Tx {
     /// the first row an earlier transaction already stored; then drop the transaction.
     /// [`StoreError::Database`] otherwise.
     pub async fn flush(&mut self) -> Result<(), StoreError> {
+        self.flush_structure().await?;
         if self.deferred.is_empty() {
             return Ok(());
         }
         let deferred = std::mem::take(&mut self.deferred);
+        if let Some(ahead) = &mut self.ahead {
+            // What the read-ahead answers from here on must show them, as the rows will.
+            for (episode, at) in &deferred.touches {
+                ahead.update(EpisodeId(*episode), |known| known.last_event_at = known.last_event_at.max(*at));
+            }
+        }
         self.write_events(&deferred.events).await?;
         self.write_touches(&deferred.touches).await?;
         self.write_decisions(&deferred.decisions).await?;
         self.write_deliveries(&deferred.deliveries).await
+    }
+
+    /// Writes the episodes opened, and the refs, memberships and subject keys added, while reading ahead:
+    /// what any statement about an episode needs in its tables first. Recorded events, decisions and
+    /// outbox rows stay deferred.
+    async fn flush_structure(&mut self) -> Result<(), StoreError> {
+        let deferred = &mut self.deferred;
+        if deferred.episodes.is_empty()
+            && deferred.refs.is_empty()
+            && deferred.members.is_empty()
+            && deferred.keys.is_empty()
+        {
+            return Ok(());
+        }
+        let episodes = std::mem::take(&mut deferred.episodes);
+        let refs = std::mem::take(&mut deferred.refs);
+        let members = std::mem::take(&mut deferred.members);
+        let keys = std::mem::take(&mut deferred.keys);
+        self.write_episodes(&episodes).await?;
+        self.write_refs(&refs).await?;
+        self.write_members(&members).await?;
+        self.write_keys(&keys).await
+    }
+
+    async fn write_episodes(&mut self, episodes: &[Episode]) -> Result<(), StoreError> {
+        for chunk in episodes.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO episodes (id, state, originator, opened_by_event, opened_at, last_event_at, \
+                 feedback_due_at) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+                placeholders(self.backend(), 7, chunk.len())
+            );
+            let inserted: Vec<Uuid> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for episode in chunk {
+                    query = query
+                        .bind(episode.id.0)
+                        .bind(episode.state.as_str())
+                        .bind(episode.originator.as_str())
+                        .bind(episode.opened_by.0)
+                        .bind(episode.opened_at)
+                        .bind(episode.last_event_at)
+                        .bind(episode.feedback_due_at);
+                }
+                query.fetch_all(&mut **c).await?.iter().map(|row| row.uuid("id")).collect::<Result<_, _>>()?
+            });
+            if let Some(refused) = chunk.iter().find(|episode| !inserted.contains(&episode.id.0)) {
+                return Err(StoreError::Conflict(Conflict::EpisodeExists(refused.id)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_refs(&mut self, refs: &[(String, String, Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+        for chunk in refs.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO episode_refs (system, value, episode_id, added_at) VALUES {} \
+                 ON CONFLICT (system, value) DO NOTHING RETURNING system, value",
+                placeholders(self.backend(), 4, chunk.len())
+            );
+            let inserted: Vec<(String, String)> = on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for (system, value, episode, at) in chunk {
+                    query = query.bind(system.as_str()).bind(value.as_str()).bind(*episode).bind(*at);
+                }
+                query
+                    .fetch_all(&mut **c)
+                    .await?
+                    .iter()
+                    .map(|row| Ok((row.text("system")?, row.text("value")?)))
+                    .collect::<Result<_, StoreError>>()?
+            });
+            let refused =
+                chunk.iter().find(|(system, value, _, _)| !inserted.iter().any(|(s, v)| s == system && v == value));
+            if let Some((system, value, episode, _)) = refused {
+                // Held since it was read ahead: by whom, for the error.
+                let owners = self.ref_owners(&[(system.as_str(), value.as_str())]).await?;
+                let held_by = owners.first().map_or(*episode, |(_, _, owner)| *owner);
+                return Err(StoreError::Conflict(Conflict::RefHeldByOtherEpisode {
+                    system: system.clone(),
+                    held_by: EpisodeId(held_by),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_members(&mut self, members: &[(Uuid, AgencyId, Relation, DateTime<Utc>)]) -> Result<(), StoreError> {
+        for chunk in members.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO episode_members (episode_id, agency, relation, first_seen_at) VALUES {} \
+                 ON CONFLICT (episode_id, agency, relation) DO NOTHING",
+                placeholders(self.backend(), 4, chunk.len())
+            );
+            on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for (episode, agency, relation, at) in chunk {
+                    query = query.bind(*episode).bind(agency.as_str()).bind(relation.as_str()).bind(*at);
+                }
+                query.execute(&mut **c).await?.rows_affected()
+            });
+        }
+        Ok(())
+    }
+
+    async fn write_keys(&mut self, keys: &[(Uuid, [u8; 32], DateTime<Utc>)]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO subject_keys (episode_id, subject_key, added_at) VALUES {} \
+                 ON CONFLICT (episode_id, subject_key) DO NOTHING",
+                placeholders(self.backend(), 3, chunk.len())
+            );
+            on!(self, |c| {
+                let mut query = sqlx::query(&sql);
+                for (episode, key, at) in chunk {
+                    query = query.bind(*episode).bind(key.to_vec()).bind(*at);
+                }
+                query.execute(&mut **c).await?.rows_affected()
+            });
+        }
+        Ok(())
     }
 
     async fn write_events(&mut self, events: &[EventRow]) -> Result<(), StoreError> {
@@ -1181,6 +1386,7 @@ impl Tx {
         reason: CloseReason,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        self.flush_structure().await?;
         let sql = "UPDATE episodes SET state = 'closed', closed_at = $2, close_reason = $3 \
                    WHERE id = $1 AND state = 'open'";
         let at = micros(at);
@@ -1208,6 +1414,7 @@ impl Tx {
     /// # Errors
     /// [`Missing::Episode`] when there is no such episode.
     pub async fn set_feedback_due(&mut self, id: EpisodeId, due: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+        self.flush_structure().await?;
         let sql = "UPDATE episodes SET feedback_due_at = $2 WHERE id = $1";
         let due = due.map(micros);
         let updated = on!(self, |c| sqlx::query(sql).bind(id.0).bind(due).execute(&mut **c).await?.rows_affected());
@@ -1231,6 +1438,7 @@ impl Tx {
         feedback_event: EventId,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        self.flush_structure().await?;
         let sql = "UPDATE episodes SET feedback_delivered_at = $2 WHERE id = $1 AND feedback_delivered_at IS NULL \
                    RETURNING originator";
         let at = micros(at);

@@ -37,6 +37,7 @@ on_both_backends!(
     correlation_fixtures,
     unattached_events_are_held_by_subject_and_purged,
     read_ahead_answers_as_the_database_does,
+    writes_deferred_while_reading_ahead_are_checked_at_the_flush,
 );
 
 fn agency(id: &str) -> AgencyId {
@@ -1041,6 +1042,12 @@ async fn batch_script(db: &TestDb, ahead: bool) -> anyhow::Result<Vec<String>> {
         Err(StoreError::Conflict(Conflict::RefHeldByOtherEpisode { .. }))
     ));
     seen.extend(lookups(&mut tx, &refs, &keys, &episodes).await?);
+    // What reached the tables: reading ahead, the writes waited for the flush.
+    tx.flush().await?;
+    for id in episodes {
+        seen.push(format!("stored members {id}: {:?}", tx.members(id).await?));
+        seen.push(format!("stored refs {id}: {:?}", tx.episode_refs(id).await?));
+    }
     tx.rollback().await?;
     Ok(seen)
 }
@@ -1066,5 +1073,41 @@ async fn read_ahead_answers_as_the_database_does(db: TestDb) -> anyhow::Result<(
     let joined = from_database.iter().filter(|line| line.contains("northvale-vcs")).count();
     assert!(joined >= 1, "the added member is not seen: {from_database:#?}");
     assert!(from_database.iter().any(|line| line.starts_with("key 2: open [") && !line.contains("open []")));
+    Ok(())
+}
+
+async fn writes_deferred_while_reading_ahead_are_checked_at_the_flush(db: TestDb) -> anyhow::Result<()> {
+    let mut tx = db.store.begin().await?;
+    let taken = route(&mut tx, &s136("NVP-A#s136", "INC-A", None, 1)).await?;
+    tx.commit().await?;
+    let before = db.store.audit_verify().await?.records;
+
+    // The read-ahead knows nothing of this id, so opening it again waits for the flush, which refuses it.
+    let police = police_incident_system(&agency("northvale-police"));
+    let mut tx = db.store.begin().await?;
+    tx.read_ahead(&[ident(&police, "INC-Z")], &[]).await?;
+    let again = NewEpisode {
+        id: taken,
+        originator: agency("northvale-police"),
+        opened_by: EventId(Uuid::from_u128(7)),
+        opened_at: at(5),
+        feedback_due_at: None,
+    };
+    tx.open_episode_with(&again, &[ident(&police, "INC-Z")], &[]).await?;
+    assert!(matches!(tx.commit().await, Err(StoreError::Conflict(Conflict::EpisodeExists(id))) if id == taken));
+
+    // A ref the read-ahead knows to be another episode's is refused at once.
+    let mut tx = db.store.begin().await?;
+    tx.read_ahead(&[ident(&police, "INC-A")], &[]).await?;
+    let other = NewEpisode { id: EpisodeId(Uuid::from_u128(8)), ..again };
+    let refused = tx.open_episode_with(&other, &[ident(&police, "INC-A")], &[]).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(Conflict::RefHeldByOtherEpisode { held_by, .. })) if held_by == taken)
+    );
+    drop(tx);
+    assert_eq!(db.store.audit_verify().await?.records, before, "nothing of either was kept");
+    let mut tx = db.store.begin().await?;
+    assert!(tx.episode(EpisodeId(Uuid::from_u128(8))).await?.is_none());
+    assert_eq!(tx.find_episode_by_refs(&[ident(&police, "INC-Z")]).await?.len(), 0);
     Ok(())
 }
