@@ -34,6 +34,7 @@
 mod ahead;
 mod audit;
 mod error;
+mod flush;
 mod model;
 mod report;
 mod rows;

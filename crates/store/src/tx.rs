@@ -55,7 +55,7 @@ pub(crate) use on;
 pub struct Tx {
     pub(crate) conn: Conn,
     audit: Vec<(DateTime<Utc>, AuditRecord)>,
-    deferred: Deferred,
+    pub(crate) deferred: Deferred,
     /// What [`Tx::read_ahead`] read for a batch's lookups, kept up to date by this transaction's writes.
     pub(crate) ahead: Option<ReadAhead>,
     /// This process's turn at SQLite's write lock, given back when the transaction ends (see
@@ -68,30 +68,29 @@ pub struct Tx {
 /// [`Tx::flush`] as a few multi-row statements, so that routing a batch of events costs a handful of round
 /// trips to the database for all of them instead of several for each.
 #[derive(Default)]
-struct Deferred {
+pub(crate) struct Deferred {
     /// Episodes opened while reading ahead ([`Tx::read_ahead`]), with the refs, memberships and subject
     /// keys added meanwhile: the read-ahead already answers for them, and already knew of any conflict.
-    episodes: Vec<Episode>,
-    refs: Vec<(String, String, Uuid, DateTime<Utc>)>,
-    members: Vec<(Uuid, AgencyId, Relation, DateTime<Utc>)>,
-    keys: Vec<(Uuid, [u8; 32], DateTime<Utc>)>,
-    events: Vec<EventRow>,
+    pub(crate) episodes: Vec<Episode>,
+    pub(crate) refs: Vec<(String, String, Uuid, DateTime<Utc>)>,
+    pub(crate) members: Vec<(Uuid, AgencyId, Relation, DateTime<Utc>)>,
+    pub(crate) keys: Vec<(Uuid, [u8; 32], DateTime<Utc>)>,
+    pub(crate) events: Vec<EventRow>,
     /// The newest `received_at` recorded for each episode, for its `last_event_at`.
-    touches: Vec<(Uuid, DateTime<Utc>)>,
-    decisions: Vec<Decision>,
+    pub(crate) touches: Vec<(Uuid, DateTime<Utc>)>,
+    pub(crate) decisions: Vec<Decision>,
     /// Each with its body's SHA-256, computed once for the audit record and the row.
-    deliveries: Vec<(NewDelivery, Sha256Hex)>,
+    pub(crate) deliveries: Vec<(NewDelivery, Sha256Hex)>,
 }
 
 impl Deferred {
-    fn is_empty(&self) -> bool {
-        self.episodes.is_empty()
-            && self.refs.is_empty()
-            && self.members.is_empty()
-            && self.keys.is_empty()
-            && self.events.is_empty()
-            && self.decisions.is_empty()
-            && self.deliveries.is_empty()
+    /// True when episodes, refs, members or subject keys wait to be written.
+    pub(crate) fn has_structure(&self) -> bool {
+        !(self.episodes.is_empty() && self.refs.is_empty() && self.members.is_empty() && self.keys.is_empty())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.has_structure() && self.events.is_empty() && self.decisions.is_empty() && self.deliveries.is_empty()
     }
 
     /// `last_event_at` as it will be once the deferred events are written.
@@ -103,15 +102,15 @@ impl Deferred {
     }
 }
 
-struct EventRow {
-    event_id: EventId,
-    episode: EpisodeId,
-    kind: &'static str,
-    source: String,
-    occurred_at: DateTime<Utc>,
-    received_at: DateTime<Utc>,
-    digest: Sha256Hex,
-    body: String,
+pub(crate) struct EventRow {
+    pub(crate) event_id: EventId,
+    pub(crate) episode: EpisodeId,
+    pub(crate) kind: &'static str,
+    pub(crate) source: String,
+    pub(crate) occurred_at: DateTime<Utc>,
+    pub(crate) received_at: DateTime<Utc>,
+    pub(crate) digest: Sha256Hex,
+    pub(crate) body: String,
 }
 
 impl std::fmt::Debug for Tx {
@@ -188,7 +187,7 @@ fn first_of_each<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
     unique
 }
 
-fn json_list(items: &[String]) -> String {
+pub(crate) fn json_list(items: &[String]) -> String {
     serde_json::Value::from(items.to_vec()).to_string()
 }
 
@@ -1082,290 +1081,6 @@ impl Tx {
                 },
             ));
             self.deferred.deliveries.push((delivery.clone(), digest));
-        }
-        Ok(())
-    }
-
-    /// Writes what this transaction deferred (recorded events, decisions, outbox rows), in the order it
-    /// was given, as a few multi-row statements. [`Self::commit`] runs it, and so does every read of those
-    /// tables in this transaction; call it to learn of a conflict before committing.
-    ///
-    /// # Errors
-    /// [`Conflict::EventRecorded`], [`Conflict::DecisionExists`] or [`Conflict::DeliveryExists`] naming
-    /// the first row an earlier transaction already stored; then drop the transaction.
-    /// [`StoreError::Database`] otherwise.
-    pub async fn flush(&mut self) -> Result<(), StoreError> {
-        self.flush_structure().await?;
-        if self.deferred.is_empty() {
-            return Ok(());
-        }
-        let deferred = std::mem::take(&mut self.deferred);
-        if let Some(ahead) = &mut self.ahead {
-            // What the read-ahead answers from here on must show them, as the rows will.
-            for (episode, at) in &deferred.touches {
-                ahead.update(EpisodeId(*episode), |known| known.last_event_at = known.last_event_at.max(*at));
-            }
-        }
-        self.write_events(&deferred.events).await?;
-        self.write_touches(&deferred.touches).await?;
-        self.write_decisions(&deferred.decisions).await?;
-        self.write_deliveries(&deferred.deliveries).await
-    }
-
-    /// Writes the episodes opened, and the refs, memberships and subject keys added, while reading ahead:
-    /// what any statement about an episode needs in its tables first. Recorded events, decisions and
-    /// outbox rows stay deferred.
-    async fn flush_structure(&mut self) -> Result<(), StoreError> {
-        let deferred = &mut self.deferred;
-        if deferred.episodes.is_empty()
-            && deferred.refs.is_empty()
-            && deferred.members.is_empty()
-            && deferred.keys.is_empty()
-        {
-            return Ok(());
-        }
-        let episodes = std::mem::take(&mut deferred.episodes);
-        let refs = std::mem::take(&mut deferred.refs);
-        let members = std::mem::take(&mut deferred.members);
-        let keys = std::mem::take(&mut deferred.keys);
-        self.write_episodes(&episodes).await?;
-        self.write_refs(&refs).await?;
-        self.write_members(&members).await?;
-        self.write_keys(&keys).await
-    }
-
-    async fn write_episodes(&mut self, episodes: &[Episode]) -> Result<(), StoreError> {
-        for chunk in episodes.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO episodes (id, state, originator, opened_by_event, opened_at, last_event_at, \
-                 feedback_due_at) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-                placeholders(self.backend(), 7, chunk.len())
-            );
-            let inserted: Vec<Uuid> = on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for episode in chunk {
-                    query = query
-                        .bind(episode.id.0)
-                        .bind(episode.state.as_str())
-                        .bind(episode.originator.as_str())
-                        .bind(episode.opened_by.0)
-                        .bind(episode.opened_at)
-                        .bind(episode.last_event_at)
-                        .bind(episode.feedback_due_at);
-                }
-                query.fetch_all(&mut **c).await?.iter().map(|row| row.uuid("id")).collect::<Result<_, _>>()?
-            });
-            if let Some(refused) = chunk.iter().find(|episode| !inserted.contains(&episode.id.0)) {
-                return Err(StoreError::Conflict(Conflict::EpisodeExists(refused.id)));
-            }
-        }
-        Ok(())
-    }
-
-    async fn write_refs(&mut self, refs: &[(String, String, Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
-        for chunk in refs.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO episode_refs (system, value, episode_id, added_at) VALUES {} \
-                 ON CONFLICT (system, value) DO NOTHING RETURNING system, value",
-                placeholders(self.backend(), 4, chunk.len())
-            );
-            let inserted: Vec<(String, String)> = on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for (system, value, episode, at) in chunk {
-                    query = query.bind(system.as_str()).bind(value.as_str()).bind(*episode).bind(*at);
-                }
-                query
-                    .fetch_all(&mut **c)
-                    .await?
-                    .iter()
-                    .map(|row| Ok((row.text("system")?, row.text("value")?)))
-                    .collect::<Result<_, StoreError>>()?
-            });
-            let refused =
-                chunk.iter().find(|(system, value, _, _)| !inserted.iter().any(|(s, v)| s == system && v == value));
-            if let Some((system, value, episode, _)) = refused {
-                // Held since it was read ahead: by whom, for the error.
-                let owners = self.ref_owners(&[(system.as_str(), value.as_str())]).await?;
-                let held_by = owners.first().map_or(*episode, |(_, _, owner)| *owner);
-                return Err(StoreError::Conflict(Conflict::RefHeldByOtherEpisode {
-                    system: system.clone(),
-                    held_by: EpisodeId(held_by),
-                }));
-            }
-        }
-        Ok(())
-    }
-
-    async fn write_members(&mut self, members: &[(Uuid, AgencyId, Relation, DateTime<Utc>)]) -> Result<(), StoreError> {
-        for chunk in members.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO episode_members (episode_id, agency, relation, first_seen_at) VALUES {} \
-                 ON CONFLICT (episode_id, agency, relation) DO NOTHING",
-                placeholders(self.backend(), 4, chunk.len())
-            );
-            on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for (episode, agency, relation, at) in chunk {
-                    query = query.bind(*episode).bind(agency.as_str()).bind(relation.as_str()).bind(*at);
-                }
-                query.execute(&mut **c).await?.rows_affected()
-            });
-        }
-        Ok(())
-    }
-
-    async fn write_keys(&mut self, keys: &[(Uuid, [u8; 32], DateTime<Utc>)]) -> Result<(), StoreError> {
-        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO subject_keys (episode_id, subject_key, added_at) VALUES {} \
-                 ON CONFLICT (episode_id, subject_key) DO NOTHING",
-                placeholders(self.backend(), 3, chunk.len())
-            );
-            on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for (episode, key, at) in chunk {
-                    query = query.bind(*episode).bind(key.to_vec()).bind(*at);
-                }
-                query.execute(&mut **c).await?.rows_affected()
-            });
-        }
-        Ok(())
-    }
-
-    async fn write_events(&mut self, events: &[EventRow]) -> Result<(), StoreError> {
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO events (event_id, episode_id, kind, source_agency, occurred_at, received_at, \
-                 payload_sha256) VALUES {} ON CONFLICT DO NOTHING RETURNING event_id",
-                placeholders(self.backend(), 7, chunk.len())
-            );
-            let inserted: Vec<Uuid> = on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for row in chunk {
-                    query = query
-                        .bind(row.event_id.0)
-                        .bind(row.episode.0)
-                        .bind(row.kind)
-                        .bind(row.source.as_str())
-                        .bind(row.occurred_at)
-                        .bind(row.received_at)
-                        .bind(row.digest.as_str());
-                }
-                query.fetch_all(&mut **c).await?.iter().map(|row| row.uuid("event_id")).collect::<Result<_, _>>()?
-            });
-            if let Some(refused) = chunk.iter().find(|row| !inserted.contains(&row.event_id.0)) {
-                return Err(StoreError::Conflict(Conflict::EventRecorded(refused.event_id)));
-            }
-            let sql = format!(
-                "INSERT INTO event_payloads (event_id, body) VALUES {}",
-                placeholders(self.backend(), 2, chunk.len())
-            );
-            on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for row in chunk {
-                    query = query.bind(row.event_id.0).bind(row.body.as_str());
-                }
-                query.execute(&mut **c).await?.rows_affected()
-            });
-        }
-        Ok(())
-    }
-
-    /// Moves each episode's `last_event_at` forward, never back, in one statement per chunk.
-    async fn write_touches(&mut self, touches: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
-        for chunk in touches.chunks(ROWS_PER_STATEMENT) {
-            // A VALUES list names its columns column1, column2 on both databases.
-            let sql = format!(
-                "UPDATE episodes SET last_event_at = CASE WHEN episodes.last_event_at < v.column2 THEN v.column2 \
-                 ELSE episodes.last_event_at END FROM (VALUES {}) AS v WHERE episodes.id = v.column1",
-                placeholders(self.backend(), 2, chunk.len())
-            );
-            on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for (episode, at) in chunk {
-                    query = query.bind(*episode).bind(*at);
-                }
-                query.execute(&mut **c).await?.rows_affected()
-            });
-        }
-        Ok(())
-    }
-
-    async fn write_decisions(&mut self, decisions: &[Decision]) -> Result<(), StoreError> {
-        const COLUMNS: &str = "decision_id, event_id, episode_id, recipient, verdict, reason, agreement_ids, purposes, \
-                               lawful_bases, fields_shared, fields_withheld, policy_version, decided_at";
-        for chunk in decisions.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO decisions ({COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING decision_id",
-                placeholders(self.backend(), 13, chunk.len())
-            );
-            let inserted: Vec<Uuid> = on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for decision in chunk {
-                    query = query
-                        .bind(decision.decision_id.0)
-                        .bind(decision.event_id.0)
-                        .bind(decision.episode_id.map(|id| id.0))
-                        .bind(decision.recipient.as_str())
-                        .bind(decision.verdict.as_str())
-                        .bind(decision.reason.as_str())
-                        .bind(json_list(&decision.agreement_ids))
-                        .bind(json_list(&decision.purposes))
-                        .bind(json_list(&decision.lawful_bases))
-                        .bind(json_list(&decision.fields_shared))
-                        .bind(json_list(&decision.fields_withheld))
-                        .bind(decision.policy_version.as_str())
-                        .bind(micros(decision.decided_at));
-                }
-                query.fetch_all(&mut **c).await?.iter().map(|row| row.uuid("decision_id")).collect::<Result<_, _>>()?
-            });
-            if let Some(refused) = chunk.iter().find(|decision| !inserted.contains(&decision.decision_id.0)) {
-                let recipient = refused.recipient.to_string();
-                return Err(StoreError::Conflict(Conflict::DecisionExists { event_id: refused.event_id, recipient }));
-            }
-        }
-        Ok(())
-    }
-
-    async fn write_deliveries(&mut self, deliveries: &[(NewDelivery, Sha256Hex)]) -> Result<(), StoreError> {
-        const COLUMNS: &str = "delivery_id, event_id, decision_id, recipient, exchange, routing_key, content_type, \
-                               headers, body, body_sha256, created_at, status, attempts";
-        for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
-            let mut headers = Vec::with_capacity(chunk.len());
-            for (delivery, _) in chunk {
-                headers.push(
-                    serde_json::to_string(&delivery.headers)
-                        .map_err(|_| StoreError::Corrupt { table: "outbox", column: "headers" })?,
-                );
-            }
-            // Status and attempts are the same for every new row: bound like the rest, to keep one shape.
-            let sql = format!(
-                "INSERT INTO outbox ({COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING delivery_id",
-                placeholders(self.backend(), 13, chunk.len())
-            );
-            let inserted: Vec<Uuid> = on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for ((delivery, digest), headers) in chunk.iter().zip(&headers) {
-                    query = query
-                        .bind(delivery.delivery_id.0)
-                        .bind(delivery.event_id.0)
-                        .bind(delivery.decision_id.map(|id| id.0))
-                        .bind(delivery.recipient.as_str())
-                        .bind(delivery.exchange.as_str())
-                        .bind(delivery.routing_key.as_str())
-                        .bind(delivery.content_type.as_str())
-                        .bind(headers.as_str())
-                        .bind(delivery.body.as_slice())
-                        .bind(digest.as_str())
-                        .bind(micros(delivery.created_at))
-                        .bind("pending")
-                        .bind(0_i64);
-                }
-                query.fetch_all(&mut **c).await?.iter().map(|row| row.uuid("delivery_id")).collect::<Result<_, _>>()?
-            });
-            if let Some((refused, _)) = chunk.iter().find(|(delivery, _)| !inserted.contains(&delivery.delivery_id.0)) {
-                return Err(StoreError::Conflict(Conflict::DeliveryExists(refused.delivery_id)));
-            }
         }
         Ok(())
     }
