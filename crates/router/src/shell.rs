@@ -222,16 +222,15 @@ impl Router {
         let started = std::time::Instant::now();
         let mut tx = self.store.begin().await?;
         let ids: Vec<EventId> = events.iter().map(|routable| routable.event.event_id).collect();
-        // Every dedup mark is read in one statement and written in one; an event met twice in the batch
-        // is a duplicate the second time, once the first was routed.
-        let mut processed = tx.processed_among(&ids).await?;
-        // What the events' correlation lookups will read, read for all of them at once.
+        // The dedup marks, and what the events' correlation lookups will read, are read for all of them
+        // at once; the marks are written in one statement. An event met twice in the batch is a
+        // duplicate the second time, once the first was routed.
         let refs: Vec<Identifier> = events.iter().flat_map(|routable| correlating_refs(&routable.event)).collect();
         let keys: Vec<SubjectKey> = events
             .iter()
             .filter_map(|routable| routable.event.subject.nhs_number.as_ref().map(|number| self.keyer.key(number)))
             .collect();
-        tx.read_ahead(&refs, &keys).await?;
+        let mut processed = tx.read_ahead(&ids, &refs, &keys).await?;
         let mut marks = Vec::with_capacity(events.len());
         let mut verdicts = Vec::new();
         let mut results = Vec::with_capacity(events.len());

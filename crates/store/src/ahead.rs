@@ -14,17 +14,18 @@
 //! and on PostgreSQL the read-ahead takes the advisory locks of every ref and key first, as the lookups
 //! it stands in for would.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use concordat_episode::{AgencyId, CrisisEvent, EpisodeId, Identifier};
+use concordat_episode::{AgencyId, CrisisEvent, EpisodeId, EventId, Identifier};
 use uuid::Uuid;
 
 use crate::error::{Conflict, StoreError};
+use crate::flush::{Arg, Statement};
 use crate::model::{Backend, CloseReason, Episode, EpisodeState, Member, Relation};
 use crate::rows::{self, Cols};
 use crate::subject::SubjectKey;
-use crate::tx::{ROWS_PER_STATEMENT, Tx, group_members, identifier, list, lock_key, on, ref_lock_key};
+use crate::tx::{ROWS_PER_STATEMENT, Tx, group_members, identifier, list, lock_key, ref_lock_key};
 
 /// An unattached event as the read-ahead keeps it: `received_at`, event id and body.
 type Held = (DateTime<Utc>, Uuid, String);
@@ -218,93 +219,132 @@ impl ReadAhead {
     }
 }
 
+/// A row of the read-ahead's statements, by the part it answers.
+enum Found {
+    Processed(Uuid),
+    Owner(String, String, Uuid),
+    Key([u8; 32], Uuid),
+    Held([u8; 32], DateTime<Utc>, Uuid, String),
+    Episode(Episode),
+    Member(Uuid, AgencyId, Relation, DateTime<Utc>),
+    EpisodeRef(Uuid, String, String, DateTime<Utc>),
+}
+
+fn found(row: &dyn Cols) -> Result<Found, StoreError> {
+    let key = |row: &dyn Cols| {
+        let bytes = row.opt_bytes("k")?.unwrap_or_default();
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| StoreError::Corrupt { table: "subject_keys", column: "subject_key" })
+    };
+    Ok(match row.text("part")?.as_str() {
+        "processed" => Found::Processed(row.uuid("id")?),
+        "owner" => Found::Owner(row.text("system")?, row.text("value")?, row.uuid("id")?),
+        "key" => Found::Key(key(row)?, row.uuid("id")?),
+        "held" => Found::Held(key(row)?, row.time("at")?, row.uuid("id")?, row.text("body")?),
+        "episode" => Found::Episode(rows::episode(row)?),
+        "member" => {
+            let agency = rows::agency(row, "episode_members", "a")?;
+            let relation = Relation::parse(&row.text("b")?)
+                .ok_or(StoreError::Corrupt { table: "episode_members", column: "relation" })?;
+            Found::Member(row.uuid("id")?, agency, relation, row.time("at")?)
+        }
+        _ => Found::EpisodeRef(row.uuid("id")?, row.text("a")?, row.text("b")?, row.time("at")?),
+    })
+}
+
+/// `(system = ? AND value = ?) OR …` for `count` refs, numbered from 1 on PostgreSQL.
+fn ref_matches(backend: Backend, count: usize) -> String {
+    let matches: Vec<String> = (0..count)
+        .map(|index| match backend {
+            Backend::Sqlite => "(system = ? AND value = ?)".to_owned(),
+            Backend::Postgres => format!("(system = ${} AND value = ${})", 2 * index + 1, 2 * index + 2),
+        })
+        .collect();
+    matches.join(" OR ")
+}
+
 impl Tx {
-    /// Reads ahead what correlating a batch of events needs: the owners of `refs`, the episodes holding
-    /// `keys`, those episodes with their members and refs, and the unattached events held for `keys`, in
-    /// five statements however many events there are (see the module docs). On PostgreSQL it first takes
-    /// the advisory locks of every ref and key, in one sorted order, as the per-event lookups would.
+    /// Reads ahead what routing a batch of events needs, and returns which of `events` already carry
+    /// their dedup mark. It reads the owners of `refs`, the episodes holding `keys` and the unattached
+    /// events held for them, then those episodes with their members and refs: two calls to SQLite (a
+    /// few statements each on PostgreSQL) however many events there are (see the module docs). On
+    /// PostgreSQL it first takes the advisory locks of every ref and key, in one sorted order, as the
+    /// per-event lookups would.
     ///
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
-    pub async fn read_ahead(&mut self, refs: &[Identifier], keys: &[SubjectKey]) -> Result<(), StoreError> {
+    pub async fn read_ahead(
+        &mut self,
+        events: &[EventId],
+        refs: &[Identifier],
+        keys: &[SubjectKey],
+    ) -> Result<BTreeSet<EventId>, StoreError> {
         self.flush().await?;
+        let backend = self.backend();
         let mut locks: Vec<i64> = refs.iter().map(ref_lock_key).collect();
         locks.extend(keys.iter().map(|key| lock_key(&[b"subject", key.as_bytes()])));
         self.lock_keys(locks).await?;
-        let mut ahead = ReadAhead::default();
         // A list used in both halves of a `UNION ALL`: SQLite's `?` are bound in order of appearance, so
         // twice; PostgreSQL's `$n` once, and used wherever they appear.
-        let halves = match self.backend() {
+        let halves = match backend {
             Backend::Sqlite => 2,
             Backend::Postgres => 1,
         };
 
-        let mut pairs: Vec<(String, String)> =
-            refs.iter().map(|identifier| (identifier.system.to_string(), identifier.value.to_string())).collect();
-        pairs.sort();
+        let mut pairs: Vec<(&str, &str)> =
+            refs.iter().map(|identifier| (identifier.system.as_str(), identifier.value.as_str())).collect();
+        pairs.sort_unstable();
         pairs.dedup();
-        for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
-            let asked: Vec<(&str, &str)> =
-                chunk.iter().map(|(system, value)| (system.as_str(), value.as_str())).collect();
-            let owners = self.ref_owners(&asked).await?;
-            for pair in chunk {
-                ahead.refs.insert(pair.clone(), None);
-            }
-            for (system, value, owner) in owners {
-                ahead.refs.insert((system, value), Some(EpisodeId(owner)));
-            }
-        }
-
         let mut subject_keys: Vec<[u8; 32]> = keys.iter().map(|key| *key.as_bytes()).collect();
         subject_keys.sort_unstable();
         subject_keys.dedup();
+        let mut first = Vec::new();
+        for chunk in events.chunks(8 * ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT 'processed' AS part, event_id AS id FROM processed_events WHERE event_id IN ({})",
+                list(backend, 1, chunk.len())
+            );
+            first.push(Statement { sql, args: chunk.iter().map(|event| Arg::Uuid(event.0)).collect() });
+        }
+        for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT 'owner' AS part, system, value, episode_id AS id FROM episode_refs WHERE {}",
+                ref_matches(backend, chunk.len())
+            );
+            let args = chunk.iter().flat_map(|(system, value)| [Arg::Str(system), Arg::Str(value)]).collect();
+            first.push(Statement { sql, args });
+        }
         for chunk in subject_keys.chunks(8 * ROWS_PER_STATEMENT) {
             let sql = format!(
-                "SELECT 'key' AS part, subject_key AS k, episode_id, NULL AS at, NULL AS event_id, NULL AS body \
+                "SELECT 'key' AS part, subject_key AS k, episode_id AS id, NULL AS at, NULL AS body \
                  FROM subject_keys WHERE subject_key IN ({in_list}) UNION ALL \
-                 SELECT 'held' AS part, subject_key AS k, NULL AS episode_id, received_at AS at, event_id, body \
+                 SELECT 'held' AS part, subject_key AS k, event_id AS id, received_at AS at, body \
                  FROM unattached_events WHERE subject_key IN ({in_list})",
-                in_list = list(self.backend(), 1, chunk.len())
+                in_list = list(backend, 1, chunk.len())
             );
-            type Found = (String, Vec<u8>, Option<Uuid>, Option<DateTime<Utc>>, Option<Uuid>, Option<String>);
-            let found: Vec<Found> = on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for _ in 0..halves {
-                    for key in chunk {
-                        query = query.bind(key.to_vec());
-                    }
+            let args = (0..halves).flat_map(|_| chunk.iter().map(|key| Arg::Bytes(key.as_slice()))).collect();
+            first.push(Statement { sql, args });
+        }
+        let mut ahead = ReadAhead::default();
+        for pair in &pairs {
+            ahead.refs.insert((pair.0.to_owned(), pair.1.to_owned()), None);
+        }
+        for key in &subject_keys {
+            ahead.subjects.insert(*key, Vec::new());
+            ahead.unattached.insert(*key, Vec::new());
+        }
+        let mut processed = BTreeSet::new();
+        for row in self.run_all(&first, found).await? {
+            match row {
+                Found::Processed(event) => {
+                    processed.insert(EventId(event));
                 }
-                query
-                    .fetch_all(&mut **c)
-                    .await?
-                    .iter()
-                    .map(|row| {
-                        Ok((
-                            row.text("part")?,
-                            row.opt_bytes("k")?.unwrap_or_default(),
-                            row.opt_uuid("episode_id")?,
-                            row.opt_time("at")?,
-                            row.opt_uuid("event_id")?,
-                            row.opt_text("body")?,
-                        ))
-                    })
-                    .collect::<Result<_, StoreError>>()?
-            });
-            for key in chunk {
-                ahead.subjects.insert(*key, Vec::new());
-                ahead.unattached.insert(*key, Vec::new());
-            }
-            for (part, key, episode, at, event, body) in found {
-                let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) else {
-                    return Err(StoreError::Corrupt { table: "subject_keys", column: "subject_key" });
-                };
-                match (part.as_str(), episode, at, event, body) {
-                    ("key", Some(episode), ..) => ahead.subjects.entry(key).or_default().push(EpisodeId(episode)),
-                    ("held", _, Some(at), Some(event), Some(body)) => {
-                        ahead.unattached.entry(key).or_default().push((at, event, body));
-                    }
-                    _ => return Err(StoreError::Corrupt { table: "unattached_events", column: "body" }),
+                Found::Owner(system, value, owner) => {
+                    ahead.refs.insert((system, value), Some(EpisodeId(owner)));
                 }
+                Found::Key(key, episode) => ahead.subjects.entry(key).or_default().push(EpisodeId(episode)),
+                Found::Held(key, at, event, body) => ahead.unattached.entry(key).or_default().push((at, event, body)),
+                _ => return Err(StoreError::Corrupt { table: "episodes", column: "id" }),
             }
         }
 
@@ -312,66 +352,50 @@ impl Tx {
         ids.extend(ahead.subjects.values().flatten().copied());
         ids.sort_unstable();
         ids.dedup();
+        let mut second = Vec::new();
         for chunk in ids.chunks(8 * ROWS_PER_STATEMENT) {
             let sql = format!(
-                "SELECT {} FROM episodes WHERE id IN ({})",
+                "SELECT 'episode' AS part, {} FROM episodes WHERE id IN ({})",
                 rows::EPISODE_COLUMNS,
-                list(self.backend(), 1, chunk.len())
+                list(backend, 1, chunk.len())
             );
-            let episodes: Vec<Episode> = on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for id in chunk {
-                    query = query.bind(id.0);
-                }
-                query.fetch_all(&mut **c).await?.iter().map(rows::episode).collect::<Result<_, _>>()?
-            });
-            for episode in episodes {
-                let known = Known { episode, members: Vec::new(), refs: Vec::new() };
-                ahead.episodes.insert(known.episode.id, known);
-            }
+            second.push(Statement { sql, args: chunk.iter().map(|id| Arg::Uuid(id.0)).collect() });
             let sql = format!(
-                "SELECT 'member' AS part, episode_id, agency AS a, relation AS b, first_seen_at AS at \
+                "SELECT 'member' AS part, episode_id AS id, agency AS a, relation AS b, first_seen_at AS at \
                  FROM episode_members WHERE episode_id IN ({in_list}) UNION ALL \
-                 SELECT 'ref' AS part, episode_id, system AS a, value AS b, added_at AS at \
+                 SELECT 'ref' AS part, episode_id AS id, system AS a, value AS b, added_at AS at \
                  FROM episode_refs WHERE episode_id IN ({in_list})",
-                in_list = list(self.backend(), 1, chunk.len())
+                in_list = list(backend, 1, chunk.len())
             );
-            let found: Vec<(String, Uuid, String, String, DateTime<Utc>)> = on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for _ in 0..halves {
-                    for id in chunk {
-                        query = query.bind(id.0);
+            let args = (0..halves).flat_map(|_| chunk.iter().map(|id| Arg::Uuid(id.0))).collect();
+            second.push(Statement { sql, args });
+        }
+        let mut parts = Vec::new();
+        for row in self.run_all(&second, found).await? {
+            match row {
+                Found::Episode(episode) => {
+                    let known = Known { episode, members: Vec::new(), refs: Vec::new() };
+                    ahead.episodes.insert(known.episode.id, known);
+                }
+                other => parts.push(other),
+            }
+        }
+        for row in parts {
+            match row {
+                Found::Member(episode, agency, relation, at) => {
+                    if let Some(known) = ahead.episodes.get_mut(&EpisodeId(episode)) {
+                        known.members.push((agency, relation, at));
                     }
                 }
-                query
-                    .fetch_all(&mut **c)
-                    .await?
-                    .iter()
-                    .map(|row| {
-                        Ok((
-                            row.text("part")?,
-                            row.uuid("episode_id")?,
-                            row.text("a")?,
-                            row.text("b")?,
-                            row.time("at")?,
-                        ))
-                    })
-                    .collect::<Result<_, StoreError>>()?
-            });
-            for (part, episode, a, b, at) in found {
-                let Some(known) = ahead.episodes.get_mut(&EpisodeId(episode)) else { continue };
-                if part == "member" {
-                    let agency = AgencyId::new(a)
-                        .map_err(|_| StoreError::Corrupt { table: "episode_members", column: "agency" })?;
-                    let relation = Relation::parse(&b)
-                        .ok_or(StoreError::Corrupt { table: "episode_members", column: "relation" })?;
-                    known.members.push((agency, relation, at));
-                } else {
-                    known.refs.push((at, a, b));
+                Found::EpisodeRef(episode, system, value, at) => {
+                    if let Some(known) = ahead.episodes.get_mut(&EpisodeId(episode)) {
+                        known.refs.push((at, system, value));
+                    }
                 }
+                _ => return Err(StoreError::Corrupt { table: "episodes", column: "id" }),
             }
         }
         self.ahead = Some(ahead);
-        Ok(())
+        Ok(processed)
     }
 }

@@ -17,7 +17,7 @@ use crate::rows::Cols;
 use crate::tx::{Deferred, ROWS_PER_STATEMENT, Tx, json_list, on, placeholders};
 
 /// A value to bind.
-enum Arg<'a> {
+pub(crate) enum Arg<'a> {
     Uuid(Uuid),
     OptUuid(Option<Uuid>),
     Str(&'a str),
@@ -28,10 +28,11 @@ enum Arg<'a> {
     Int(i64),
 }
 
-/// One statement and its binds, in order.
-struct Statement<'a> {
-    sql: String,
-    args: Vec<Arg<'a>>,
+/// One statement and its binds, in order. On SQLite its parameters must be `?`: a numbered one names
+/// its place among all the binds of the call, not of its statement.
+pub(crate) struct Statement<'a> {
+    pub(crate) sql: String,
+    pub(crate) args: Vec<Arg<'a>>,
 }
 
 /// Binds `args` to `query` in order; expanded once per backend by [`on!`].
@@ -113,17 +114,22 @@ impl Tx {
     async fn write(&mut self, deferred: &Deferred) -> Result<(), StoreError> {
         let backend = self.backend();
         let (statements, expected) = statements(backend, deferred)?;
-        let returned = self.run(backend, &statements).await?;
+        let returned = self.run_all(&statements, returned).await?;
         self.check(&expected, &returned).await
     }
 
-    /// Runs `statements` in order and returns the rows they returned.
-    async fn run(&mut self, backend: Backend, statements: &[Statement<'_>]) -> Result<Vec<Returned>, StoreError> {
-        if statements.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// Runs `statements` in order, in one call on SQLite and one after another on PostgreSQL, and decodes
+    /// every row they return, in order.
+    pub(crate) async fn run_all<T>(
+        &mut self,
+        statements: &[Statement<'_>],
+        decode: impl Fn(&dyn Cols) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let mut rows = Vec::new();
-        if backend == Backend::Sqlite {
+        if statements.is_empty() {
+            return Ok(rows);
+        }
+        if self.backend() == Backend::Sqlite {
             let sql: Vec<&str> = statements.iter().map(|statement| statement.sql.as_str()).collect();
             let sql = sql.join(";\n");
             let args = statements.iter().flat_map(|statement| &statement.args);
@@ -131,14 +137,14 @@ impl Tx {
                 // Not kept prepared: the statements' row counts vary together, so the same text seldom
                 // comes back, and every cached variant would hold its statements' memory.
                 for row in bind_args!(sqlx::query(&sql).persistent(false), args).fetch_all(&mut **c).await? {
-                    rows.push(returned(&row)?);
+                    rows.push(decode(&row)?);
                 }
             });
         } else {
             for statement in statements {
                 on!(self, |c| {
                     for row in bind_args!(sqlx::query(&statement.sql), &statement.args).fetch_all(&mut **c).await? {
-                        rows.push(returned(&row)?);
+                        rows.push(decode(&row)?);
                     }
                 });
             }
@@ -182,7 +188,7 @@ impl Tx {
     }
 }
 
-fn returned(row: &impl Cols) -> Result<Returned, StoreError> {
+fn returned(row: &dyn Cols) -> Result<Returned, StoreError> {
     let part = row.text("part")?;
     Ok(if part == "ref" {
         Returned::Ref(row.text("system")?, row.text("value")?)

@@ -69,7 +69,11 @@ fn corrupt(table: &'static str, column: &'static str) -> StoreError {
     StoreError::Corrupt { table, column }
 }
 
-pub(crate) fn agency(row: &impl Cols, table: &'static str, column: &'static str) -> Result<AgencyId, StoreError> {
+pub(crate) fn agency(
+    row: &(impl Cols + ?Sized),
+    table: &'static str,
+    column: &'static str,
+) -> Result<AgencyId, StoreError> {
     AgencyId::new(row.text(column)?).map_err(|_| corrupt(table, column))
 }
 
@@ -92,7 +96,7 @@ pub(crate) fn count(value: i64, table: &'static str, column: &'static str) -> Re
 pub(crate) const EPISODE_COLUMNS: &str = "id, state, originator, opened_by_event, opened_at, last_event_at, closed_at, \
      close_reason, feedback_due_at, feedback_delivered_at";
 
-pub(crate) fn episode(row: &impl Cols) -> Result<Episode, StoreError> {
+pub(crate) fn episode(row: &(impl Cols + ?Sized)) -> Result<Episode, StoreError> {
     const T: &str = "episodes";
     let close_reason = match row.opt_text("close_reason")? {
         Some(text) => Some(CloseReason::parse(&text).ok_or_else(|| corrupt(T, "close_reason"))?),

@@ -1010,7 +1010,7 @@ async fn batch_script(db: &TestDb, ahead: bool) -> anyhow::Result<Vec<String>> {
     let mut tx = db.store.begin().await?;
     if ahead {
         let every: Vec<_> = refs.iter().flatten().cloned().collect();
-        tx.read_ahead(&every, &keys).await?;
+        tx.read_ahead(&[], &every, &keys).await?;
     }
     let mut seen = lookups(&mut tx, &refs, &keys, &episodes).await?;
 
@@ -1085,7 +1085,11 @@ async fn writes_deferred_while_reading_ahead_are_checked_at_the_flush(db: TestDb
     // The read-ahead knows nothing of this id, so opening it again waits for the flush, which refuses it.
     let police = police_incident_system(&agency("northvale-police"));
     let mut tx = db.store.begin().await?;
-    tx.read_ahead(&[ident(&police, "INC-Z")], &[]).await?;
+    // The dedup marks come with the read-ahead.
+    let marked = s136("NVP-A#s136", "INC-A", None, 1).event_id;
+    let unmarked = EventId(Uuid::from_u128(9));
+    let processed = tx.read_ahead(&[unmarked, marked], &[ident(&police, "INC-Z")], &[]).await?;
+    assert_eq!(processed.into_iter().collect::<Vec<_>>(), [marked]);
     let again = NewEpisode {
         id: taken,
         originator: agency("northvale-police"),
@@ -1098,7 +1102,7 @@ async fn writes_deferred_while_reading_ahead_are_checked_at_the_flush(db: TestDb
 
     // A ref the read-ahead knows to be another episode's is refused at once.
     let mut tx = db.store.begin().await?;
-    tx.read_ahead(&[ident(&police, "INC-A")], &[]).await?;
+    tx.read_ahead(&[], &[ident(&police, "INC-A")], &[]).await?;
     let other = NewEpisode { id: EpisodeId(Uuid::from_u128(8)), ..again };
     let refused = tx.open_episode_with(&other, &[ident(&police, "INC-A")], &[]).await;
     assert!(
