@@ -27,6 +27,7 @@ use uuid::Uuid;
 use crate::ahead::ReadAhead;
 use crate::audit::{AuditRecord, AuditRow, AuditVerified, ChainCheck, link_hash};
 use crate::error::{Conflict, Missing, StoreError};
+use crate::flush::{Arg, Statement};
 use crate::model::{
     Backend, CloseReason, Decision, DeliveryMeta, Episode, EpisodeState, EventMeta, Member, NewDelivery, NewEpisode,
     PendingDelivery, Relation, micros,
@@ -1225,27 +1226,30 @@ impl Tx {
             let seq = i64::try_from(seq).map_err(|_| StoreError::Corrupt { table: "audit_log", column: "seq" })?;
             links.push((seq, at, record.kind(), json, std::mem::replace(&mut prev_hash, hash.clone()), hash));
         }
+        // The links and the new head go in one call to SQLite.
+        let backend = self.backend();
+        let mut statements = Vec::new();
         for chunk in links.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO audit_log (seq, at, kind, record, prev_hash, hash) VALUES {}",
-                placeholders(self.backend(), 6, chunk.len())
+                placeholders(backend, 6, chunk.len())
             );
-            on!(self, |c| {
-                let mut query = sqlx::query(&sql);
-                for (seq, at, kind, json, prev, hash) in chunk {
-                    query = query
-                        .bind(*seq)
-                        .bind(*at)
-                        .bind(*kind)
-                        .bind(json.as_str())
-                        .bind(prev.as_str())
-                        .bind(hash.as_str());
-                }
-                query.execute(&mut **c).await?.rows_affected()
-            });
+            let mut args = Vec::with_capacity(chunk.len() * 6);
+            for (seq, at, kind, json, prev, hash) in chunk {
+                args.extend([
+                    Arg::Int(*seq),
+                    Arg::Time(*at),
+                    Arg::Str(kind),
+                    Arg::Str(json.as_str()),
+                    Arg::Str(prev.as_str()),
+                    Arg::Str(hash.as_str()),
+                ]);
+            }
+            statements.push(Statement { sql, args });
         }
-        let head = "UPDATE audit_head SET hash = $1 WHERE id = 1";
-        on!(self, |c| sqlx::query(head).bind(prev_hash.as_str()).execute(&mut **c).await?.rows_affected());
+        let head = format!("UPDATE audit_head SET hash = {} WHERE id = 1", list(backend, 1, 1));
+        statements.push(Statement { sql: head, args: vec![Arg::Str(prev_hash.as_str())] });
+        self.run_all(&statements, |_| Ok(())).await?;
         Ok(Committed { first_audit_seq: Some(first), audit_records: records_len(n) })
     }
 
