@@ -18,7 +18,10 @@
 //! few statements for those, not a few per event. A conflict among them is reported there. The other
 //! way round, [`Tx::read_ahead`] reads what a batch's correlation lookups need (ref owners, episodes
 //! holding a subject key, those episodes' members and refs, unattached events) in a few statements at
-//! its start; the lookups then answer from memory, kept up to date by the transaction's own writes.
+//! its start; the lookups then answer from memory, kept up to date by the transaction's own writes, and
+//! an episode opened meanwhile waits for the flush too. On SQLite the flush, the read-ahead and the audit
+//! append each send their statements in one call (see `flush.rs`): under load a statement costs its hop to
+//! the database thread more than its rows.
 //!
 //! Concurrency: SQLite write transactions start with `BEGIN IMMEDIATE` and run one at a time (one
 //! process's writers queue for their turn on an async mutex; the write-ahead log is checkpointed in the
