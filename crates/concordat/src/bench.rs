@@ -206,6 +206,8 @@ struct Client {
     base: String,
     tokens: BTreeMap<String, String>,
     started: Mutex<HashMap<[u8; 16], Instant>>,
+    /// When each post was answered `202`: after the gateway's publish was confirmed.
+    answered: Mutex<HashMap<[u8; 16], Instant>>,
 }
 
 impl Client {
@@ -225,6 +227,7 @@ impl Client {
             .send()
             .await?;
         let status = response.status();
+        self.answered.lock().await.insert(trace.trace_id(), Instant::now());
         let answer: Value = response.json().await.unwrap_or(Value::Null);
         anyhow::ensure!(status.as_u16() == 202, "{agency}'s post was answered {status}: {answer}");
         Ok(answer["accepted"].as_array().map_or(0, Vec::len))
@@ -272,6 +275,7 @@ async fn measure(
         base: format!("http://{address}"),
         tokens: tokens.clone(),
         started: Mutex::new(HashMap::new()),
+        answered: Mutex::new(HashMap::new()),
     });
     let incident_template: Value = serde_json::from_str(INCIDENT).map_err(|error| Failure::Input(error.into()))?;
     let outcome_template: Value = serde_json::from_str(OUTCOME).map_err(|error| Failure::Input(error.into()))?;
@@ -342,19 +346,46 @@ async fn measure(
         done.map_err(|error| service(error.into()))?.map_err(service)?;
     }
     settle(&arrivals, store).await.map_err(service)?;
-    let latencies = {
+    let (latencies, mut ingest, mut onward) = {
         let started = client.started.lock().await;
+        let answered = client.answered.lock().await;
         let arrivals = arrivals.lock().await;
-        let mut latencies: Vec<Duration> = started
+        let timed: Vec<(&[u8; 16], &Instant)> =
+            started.iter().filter(|(trace, _)| !traces_before.contains(trace)).collect();
+        let mut latencies: Vec<Duration> = timed
             .iter()
-            .filter(|(trace, _)| !traces_before.contains(trace))
             .flat_map(|(trace, start)| {
-                arrivals.by_trace.get(trace).into_iter().flatten().map(|at| at.saturating_duration_since(*start))
+                arrivals.by_trace.get(*trace).into_iter().flatten().map(|at| at.saturating_duration_since(**start))
             })
             .collect();
         latencies.sort_unstable();
-        latencies
+        // Where the time went: the post until its `202` (the gateway, and RabbitMQ's confirm of the
+        // publish), then the `202` until each delivery (the router, the relay and the inbox).
+        let ingest: Vec<Duration> = timed
+            .iter()
+            .filter_map(|(trace, start)| answered.get(*trace).map(|at| at.saturating_duration_since(**start)))
+            .collect();
+        let onward: Vec<Duration> = timed
+            .iter()
+            .filter_map(|(trace, _)| answered.get(*trace).map(|answered| (trace, answered)))
+            .flat_map(|(trace, answered)| {
+                arrivals.by_trace.get(*trace).into_iter().flatten().map(|at| at.saturating_duration_since(*answered))
+            })
+            .collect();
+        (latencies, ingest, onward)
     };
+    ingest.sort_unstable();
+    onward.sort_unstable();
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    eprintln!(
+        "bench: post to 202: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; 202 to inbox: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(percentile(&ingest, 0.50)),
+        ms(percentile(&ingest, 0.99)),
+        ms(ingest.last().copied().unwrap_or_default()),
+        ms(percentile(&onward, 0.50)),
+        ms(percentile(&onward, 0.99)),
+        ms(onward.last().copied().unwrap_or_default()),
+    );
     let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
     eprintln!(
         "bench: {} deliveries timed: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
