@@ -14,7 +14,7 @@
 //! and on PostgreSQL the read-ahead takes the advisory locks of every ref and key first, as the lookups
 //! it stands in for would.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use concordat_episode::{AgencyId, CrisisEvent, EpisodeId, EventId, Identifier};
@@ -52,6 +52,9 @@ pub(crate) struct ReadAhead {
     episodes: HashMap<EpisodeId, Known>,
     /// The unattached events held for each key read ahead: `received_at`, event id and body.
     unattached: HashMap<[u8; 32], Vec<Held>>,
+    /// The events whose dedup marks were read ahead, and which of them are marked (or were since).
+    asked: HashSet<Uuid>,
+    processed: HashSet<Uuid>,
 }
 
 impl ReadAhead {
@@ -111,6 +114,21 @@ impl ReadAhead {
             }
         }
         Some(new)
+    }
+
+    /// True when the read-ahead asked for this event's dedup mark.
+    pub(crate) fn asked_about(&self, event: EventId) -> bool {
+        self.asked.contains(&event.0)
+    }
+
+    /// True when the event carries its dedup mark, read ahead or written since.
+    pub(crate) fn is_processed(&self, event: EventId) -> bool {
+        self.processed.contains(&event.0)
+    }
+
+    /// A dedup mark written (or deferred) in this transaction.
+    pub(crate) fn processed_now(&mut self, event: EventId) {
+        self.processed.insert(event.0);
     }
 
     /// The episode, when it is known.
@@ -333,10 +351,12 @@ impl Tx {
             ahead.subjects.insert(*key, Vec::new());
             ahead.unattached.insert(*key, Vec::new());
         }
+        ahead.asked.extend(events.iter().map(|event| event.0));
         let mut processed = BTreeSet::new();
         for row in self.run_all(&first, found).await? {
             match row {
                 Found::Processed(event) => {
+                    ahead.processed.insert(event);
                     processed.insert(EventId(event));
                 }
                 Found::Owner(system, value, owner) => {

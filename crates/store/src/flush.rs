@@ -3,8 +3,8 @@
 //!
 //! Under load a statement's cost is mostly its hop to the database thread and back, not its rows. SQLite
 //! runs several `;`-separated statements given in one call one after another, binding its `?` parameters
-//! in order across them, so the flush of a batch (episodes, refs, members, subject keys, events, payloads,
-//! `last_event_at`, decisions, outbox rows) is one round trip there. PostgreSQL runs the same statements
+//! in order across them, so the flush of a batch (episodes, refs, members, subject keys, dedup marks,
+//! events, payloads, `last_event_at`, decisions, outbox rows) is one round trip there. PostgreSQL runs the same statements
 //! one by one. Every conflict is learnt from what the inserts return, and reported after all of them ran.
 
 use chrono::{DateTime, Utc};
@@ -65,6 +65,7 @@ enum Returned {
 struct Expected {
     episodes: Vec<Uuid>,
     refs: Vec<(String, String, Uuid)>,
+    marks: Vec<Uuid>,
     events: Vec<Uuid>,
     decisions: Vec<(Uuid, concordat_episode::EventId, String)>,
     deliveries: Vec<Uuid>,
@@ -77,7 +78,8 @@ impl Tx {
     /// those tables in this transaction; call it to learn of a conflict before committing.
     ///
     /// # Errors
-    /// [`Conflict::EpisodeExists`], [`Conflict::RefHeldByOtherEpisode`], [`Conflict::EventRecorded`],
+    /// [`Conflict::EpisodeExists`], [`Conflict::RefHeldByOtherEpisode`], [`Conflict::AlreadyProcessed`],
+    /// [`Conflict::EventRecorded`],
     /// [`Conflict::DecisionExists`] or [`Conflict::DeliveryExists`] naming the first row an earlier
     /// transaction already stored; then drop the transaction. [`StoreError::Database`] otherwise.
     pub async fn flush(&mut self) -> Result<(), StoreError> {
@@ -172,6 +174,9 @@ impl Tx {
                 held_by: EpisodeId(held_by),
             }));
         }
+        if let Some(refused) = expected.marks.iter().find(|id| !has("mark", id)) {
+            return Err(StoreError::Conflict(Conflict::AlreadyProcessed(concordat_episode::EventId(*refused))));
+        }
         if let Some(refused) = expected.events.iter().find(|id| !has("event", id)) {
             return Err(StoreError::Conflict(Conflict::EventRecorded(concordat_episode::EventId(*refused))));
         }
@@ -214,6 +219,7 @@ fn statements(backend: Backend, deferred: &Deferred) -> Result<(Vec<Statement<'_
     let mut expected = Expected {
         episodes: Vec::new(),
         refs: Vec::new(),
+        marks: Vec::new(),
         events: Vec::new(),
         decisions: Vec::new(),
         deliveries: Vec::new(),
@@ -266,6 +272,16 @@ fn statements(backend: Backend, deferred: &Deferred) -> Result<(Vec<Statement<'_
         let columns = "episode_id, subject_key, added_at";
         let conflict = "(episode_id, subject_key)";
         out.push(Statement { sql: insert(backend, "subject_keys", columns, chunk.len(), conflict, ""), args });
+    }
+    for chunk in deferred.marks.chunks(ROWS_PER_STATEMENT) {
+        let mut args = Vec::with_capacity(chunk.len() * 3);
+        for (event, episode, at) in chunk {
+            expected.marks.push(*event);
+            args.extend([Arg::Uuid(*event), Arg::OptUuid(*episode), Arg::Time(*at)]);
+        }
+        let columns = "event_id, episode_id, processed_at";
+        let returning = "RETURNING 'mark' AS part, event_id AS id";
+        out.push(Statement { sql: insert(backend, "processed_events", columns, chunk.len(), "", returning), args });
     }
     for chunk in deferred.events.chunks(ROWS_PER_STATEMENT) {
         let mut args = Vec::with_capacity(chunk.len() * 7);

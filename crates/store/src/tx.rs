@@ -76,6 +76,8 @@ pub(crate) struct Deferred {
     pub(crate) refs: Vec<(String, String, Uuid, DateTime<Utc>)>,
     pub(crate) members: Vec<(Uuid, AgencyId, Relation, DateTime<Utc>)>,
     pub(crate) keys: Vec<(Uuid, [u8; 32], DateTime<Utc>)>,
+    /// Dedup marks of events the read-ahead asked about: event, episode, time.
+    pub(crate) marks: Vec<(Uuid, Option<Uuid>, DateTime<Utc>)>,
     pub(crate) events: Vec<EventRow>,
     /// The newest `received_at` recorded for each episode, for its `last_event_at`.
     pub(crate) touches: Vec<(Uuid, DateTime<Utc>)>,
@@ -91,7 +93,11 @@ impl Deferred {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        !self.has_structure() && self.events.is_empty() && self.decisions.is_empty() && self.deliveries.is_empty()
+        !self.has_structure()
+            && self.marks.is_empty()
+            && self.events.is_empty()
+            && self.decisions.is_empty()
+            && self.deliveries.is_empty()
     }
 
     /// `last_event_at` as it will be once the deferred events are written.
@@ -258,6 +264,7 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable id.
     pub async fn processed_among(&mut self, events: &[EventId]) -> Result<BTreeSet<EventId>, StoreError> {
+        self.flush().await?;
         let mut processed = BTreeSet::new();
         for chunk in events.chunks(8 * ROWS_PER_STATEMENT) {
             let sql = format!(
@@ -299,9 +306,24 @@ impl Tx {
         marks: &[(EventId, Option<EpisodeId>)],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let at = micros(at);
+        // Reading ahead, when the read-ahead asked about every one of these events: a mark already there
+        // is known now, and the rows wait for the flush.
+        if let Some(ahead) = &mut self.ahead
+            && marks.iter().all(|(event, _)| ahead.asked_about(*event))
+        {
+            let unique = first_of_each(marks.iter().copied());
+            if let Some((refused, _)) = unique.iter().find(|(event, _)| ahead.is_processed(*event)) {
+                return Err(StoreError::Conflict(Conflict::AlreadyProcessed(*refused)));
+            }
+            for (event, episode) in unique {
+                ahead.processed_now(event);
+                self.deferred.marks.push((event.0, episode.map(|id| id.0), at));
+            }
+            return Ok(());
+        }
         // The marks name episodes, which may still be waiting for the flush.
         self.flush_structure().await?;
-        let at = micros(at);
         for chunk in marks.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO processed_events (event_id, episode_id, processed_at) VALUES {} \

@@ -1090,6 +1090,13 @@ async fn writes_deferred_while_reading_ahead_are_checked_at_the_flush(db: TestDb
     let unmarked = EventId(Uuid::from_u128(9));
     let processed = tx.read_ahead(&[unmarked, marked], &[ident(&police, "INC-Z")], &[]).await?;
     assert_eq!(processed.into_iter().collect::<Vec<_>>(), [marked]);
+    // Marks of events it asked about are checked against what it read, and wait for the flush.
+    let again = tx.mark_all_processed(&[(unmarked, None), (marked, None)], at(5)).await;
+    assert!(matches!(again, Err(StoreError::Conflict(Conflict::AlreadyProcessed(id))) if id == marked));
+    tx.mark_all_processed(&[(unmarked, None)], at(5)).await?;
+    let twice = tx.mark_all_processed(&[(unmarked, None)], at(6)).await;
+    assert!(matches!(twice, Err(StoreError::Conflict(Conflict::AlreadyProcessed(id))) if id == unmarked));
+    assert!(tx.is_processed(unmarked).await?, "a deferred mark is written before marks are read");
     let again = NewEpisode {
         id: taken,
         originator: agency("northvale-police"),
