@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::error::{Conflict, StoreError};
 use crate::model::{Backend, micros};
 use crate::rows::Cols;
-use crate::tx::{Deferred, ROWS_PER_STATEMENT, Tx, json_list, on, placeholders};
+use crate::tx::{Deferred, ROWS_PER_STATEMENT, Tx, insert, json_list, on, placeholders};
 
 /// A value to bind.
 pub(crate) enum Arg<'a> {
@@ -200,16 +200,6 @@ fn returned(row: &dyn Cols) -> Result<Returned, StoreError> {
     } else {
         Returned::Id(part, row.uuid("id")?)
     })
-}
-
-/// `INSERT INTO {table} ({columns}) VALUES … ON CONFLICT {on_conflict} DO NOTHING {returning}` for one
-/// chunk of `rows` rows.
-fn insert(backend: Backend, table: &str, columns: &str, rows: usize, on_conflict: &str, returning: &str) -> String {
-    let width = columns.split(',').count();
-    format!(
-        "INSERT INTO {table} ({columns}) VALUES {} ON CONFLICT {on_conflict} DO NOTHING {returning}",
-        placeholders(backend, width, rows)
-    )
 }
 
 /// The statements that write `deferred`, in the order their rows depend on each other, and what their

@@ -174,6 +174,23 @@ pub(crate) fn placeholders(backend: Backend, columns: usize, rows: usize) -> Str
     out
 }
 
+/// `INSERT INTO {table} ({columns}) VALUES … ON CONFLICT {on_conflict} DO NOTHING {returning}` for one
+/// chunk of `rows` rows (an empty `on_conflict` is any conflict).
+pub(crate) fn insert(
+    backend: Backend,
+    table: &str,
+    columns: &str,
+    rows: usize,
+    on_conflict: &str,
+    returning: &str,
+) -> String {
+    let width = columns.split(',').count();
+    format!(
+        "INSERT INTO {table} ({columns}) VALUES {} ON CONFLICT {on_conflict} DO NOTHING {returning}",
+        placeholders(backend, width, rows)
+    )
+}
+
 /// `$1, $2, …` (`?, ?, …` on SQLite, see [`placeholders`]) for `count` parameters numbered from `first`.
 pub(crate) fn list(backend: Backend, first: usize, count: usize) -> String {
     let one = |n: usize| match backend {
@@ -325,11 +342,8 @@ impl Tx {
         // The marks name episodes, which may still be waiting for the flush.
         self.flush_structure().await?;
         for chunk in marks.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO processed_events (event_id, episode_id, processed_at) VALUES {} \
-                 ON CONFLICT DO NOTHING RETURNING event_id",
-                placeholders(self.backend(), 3, chunk.len())
-            );
+            let columns = "event_id, episode_id, processed_at";
+            let sql = insert(self.backend(), "processed_events", columns, chunk.len(), "", "RETURNING event_id");
             let inserted: Vec<Uuid> = on!(self, |c| {
                 let mut query = sqlx::query(&sql);
                 for (event, episode) in chunk {
@@ -488,10 +502,8 @@ impl Tx {
             self.audit.push((opened_at, opened));
             for (agency, relation) in &unique_members {
                 self.deferred.members.push((new.id.0, agency.clone(), *relation, opened_at));
-                let record =
-                    AuditRecord::MemberAdded { episode_id: new.id, agency: agency.clone(), relation: *relation };
-                self.audit.push((opened_at, record));
             }
+            self.audit_members(new.id, &unique_members, opened_at);
             for (system, value) in &pairs {
                 self.deferred.refs.push(((*system).to_owned(), (*value).to_owned(), new.id.0, opened_at));
             }
@@ -555,11 +567,8 @@ impl Tx {
         self.flush_structure().await?;
         let mut added = 0;
         for chunk in unique.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO episode_refs (system, value, episode_id, added_at) VALUES {} \
-                 ON CONFLICT (system, value) DO NOTHING RETURNING system, value",
-                placeholders(self.backend(), 4, chunk.len())
-            );
+            let (columns, returning) = ("system, value, episode_id, added_at", "RETURNING system, value");
+            let sql = insert(self.backend(), "episode_refs", columns, chunk.len(), "(system, value)", returning);
             let inserted: Vec<(String, String)> = on!(self, |c| {
                 let mut query = sqlx::query(&sql);
                 for (system, value) in chunk {
@@ -744,10 +753,8 @@ impl Tx {
         if let Some(new) = self.ahead.as_ref().and_then(|ahead| ahead.new_members(episode, members)) {
             for (agency, relation) in &new {
                 self.deferred.members.push((episode.0, agency.clone(), *relation, at));
-                let record =
-                    AuditRecord::MemberAdded { episode_id: episode, agency: agency.clone(), relation: *relation };
-                self.audit.push((at, record));
             }
+            self.audit_members(episode, &new, at);
             if let Some(ahead) = &mut self.ahead {
                 ahead.members_added(episode, &new, at);
             }
@@ -757,11 +764,10 @@ impl Tx {
         let unique = first_of_each(members);
         let mut added = 0;
         for chunk in unique.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO episode_members (episode_id, agency, relation, first_seen_at) VALUES {} \
-                 ON CONFLICT (episode_id, agency, relation) DO NOTHING RETURNING agency, relation",
-                placeholders(self.backend(), 4, chunk.len())
-            );
+            let columns = "episode_id, agency, relation, first_seen_at";
+            let conflict = "(episode_id, agency, relation)";
+            let sql =
+                insert(self.backend(), "episode_members", columns, chunk.len(), conflict, "RETURNING agency, relation");
             let inserted: Vec<(String, String)> = on!(self, |c| {
                 let mut query = sqlx::query(&sql);
                 for (agency, relation) in chunk {
@@ -784,17 +790,18 @@ impl Tx {
             if let Some(ahead) = &mut self.ahead {
                 ahead.members_added(episode, &new, at);
             }
-            for (agency, relation) in chunk {
-                if inserted.iter().any(|(a, r)| a == agency.as_str() && r == relation.as_str()) {
-                    added += 1;
-                    self.audit.push((
-                        at,
-                        AuditRecord::MemberAdded { episode_id: episode, agency: agency.clone(), relation: *relation },
-                    ));
-                }
-            }
+            added += new.len();
+            self.audit_members(episode, &new, at);
         }
         Ok(added)
+    }
+
+    /// Audits new memberships as `member_added`, in the order given.
+    fn audit_members(&mut self, episode: EpisodeId, new: &[(AgencyId, Relation)], at: DateTime<Utc>) {
+        for (agency, relation) in new {
+            let record = AuditRecord::MemberAdded { episode_id: episode, agency: agency.clone(), relation: *relation };
+            self.audit.push((at, record));
+        }
     }
 
     /// The episode's members, by agency id, each with all its relations.
