@@ -605,7 +605,7 @@ pub fn pipeline(
         .context("starting the async runtime")
         .map_err(Failure::Service)?;
     runtime.block_on(async {
-        let Wired { router, gateway, store, publisher } = wire(&config, policy, &topology, env).await?;
+        let Wired { mut router, gateway, store, publisher } = wire(&config, policy, &topology, env).await?;
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -618,7 +618,7 @@ pub fn pipeline(
         let relay = tokio::spawn(concordat_router::run_relay(
             store.clone(),
             publisher.clone(),
-            router.relay_wake(),
+            Some(router.hand_to_relay()),
             shutdown.clone(),
         ));
         let routing = tokio::spawn(concordat_router::run_router(router, config.bus.clone(), shutdown.clone()));

@@ -114,7 +114,7 @@ pub async fn wire(
 
 async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(String, String)]) -> Result<(), Failure> {
     let policy = Arc::new(policy);
-    let Wired { router, gateway, store, publisher } = wire(&config, policy.clone(), &topology, env).await?;
+    let Wired { mut router, gateway, store, publisher } = wire(&config, policy.clone(), &topology, env).await?;
 
     let readiness = Arc::new(Readiness::default());
     readiness.broker.store(true, Ordering::Release);
@@ -125,7 +125,7 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let amqp_ingest = tokio::spawn(consume_amqp_ingest(gateway.clone(), config.bus.clone(), shutdown.clone()));
-    let relay = tokio::spawn(run_relay(store.clone(), publisher, router.relay_wake(), shutdown.clone()));
+    let relay = tokio::spawn(run_relay(store.clone(), publisher, Some(router.hand_to_relay()), shutdown.clone()));
     let routing = tokio::spawn(run_router(router, config.bus.clone(), shutdown.clone()));
     let retention = tokio::spawn(run_retention(
         store.clone(),

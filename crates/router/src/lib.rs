@@ -8,15 +8,17 @@
 
 mod correlate;
 mod plan;
+mod relay;
 mod retention;
 mod shell;
 
 pub use correlate::{Correlation, concludes, correlate, relations_earned};
 pub use plan::{AgencyDirectory, Delivery, EpisodeSnapshot, Plan, RenderFailure, plan};
+pub use relay::{HandedRows, Handoff, RelayError, handoff, run_relay};
 pub use retention::{
     InvalidPeriod, Period, RetentionConfig, RetentionError, RetentionReport, apply_retention, run_retention,
 };
 pub use shell::{
-    DECISION_HEADER, EPISODE_HEADER, KIND_HEADER, ROUTER_BATCH, RelayError, Routable, RouteError, Routed, Router,
-    route_span, run_housekeeping, run_relay, run_router,
+    DECISION_HEADER, EPISODE_HEADER, KIND_HEADER, ROUTER_BATCH, Routable, RouteError, Routed, Router, route_span,
+    run_housekeeping, run_router,
 };

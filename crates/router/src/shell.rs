@@ -1,6 +1,6 @@
 //! The router's imperative shell: consume `concordat.router`, run one store transaction per batch of
-//! events around [`crate::plan`], ack only after it committed; and the relay that publishes the outbox to
-//! `concordat.deliver` with confirms.
+//! events around [`crate::plan`], ack only after it committed, then hand the committed outbox rows to the
+//! relay ([`crate::relay`]).
 //!
 //! Order matters here (DESIGN.md §7, invariant 2): the dedup mark, the episode changes, every decision, every
 //! outbox row and the audit records commit together, and only then is the event acked. A batch commits the
@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use concordat_bus::{
-    BusConfig, ConsumeError, IncomingMessage, Outcome, OutgoingMessage, Publisher, Subscription, TRACEPARENT_HEADER,
-    Topology, TraceParent, consume_batches,
+    BusConfig, ConsumeError, IncomingMessage, Outcome, Subscription, TRACEPARENT_HEADER, Topology, TraceParent,
+    consume_batches,
 };
 use concordat_episode::{
     AgencyId, CrisisEvent, EPISODE_SYSTEM, EpisodeId, EventId, EventKind, Identifier, NonEmptyString, Timestamp,
@@ -23,14 +23,15 @@ use concordat_episode::{
 };
 use concordat_policy::{Decision, Policy, Relation, Verdict};
 use concordat_store::{
-    CloseReason, DecisionId, DeliveryId, NewDelivery, NewEpisode, Store, StoreError, SubjectKey, SubjectKeyer, Tx,
+    CloseReason, DecisionId, DeliveryId, NewDelivery, NewEpisode, PendingDelivery, Store, StoreError, SubjectKey,
+    SubjectKeyer, Tx,
 };
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::correlate::{Correlation, concludes, correlate, relations_earned};
 use crate::plan::{AgencyDirectory, EpisodeSnapshot, Plan, plan};
+use crate::relay::{HandedRows, Handoff, handoff};
 
 /// The header naming a delivery's event kind.
 pub const KIND_HEADER: &str = "concordat-kind";
@@ -48,7 +49,7 @@ pub struct Router {
     keyer: Arc<SubjectKeyer>,
     topology: Topology,
     feedback_due: chrono::Duration,
-    relay_wake: Arc<Notify>,
+    handoff: Option<Handoff>,
 }
 
 impl std::fmt::Debug for Router {
@@ -105,13 +106,24 @@ impl Router {
     ) -> Self {
         let directory = Arc::new(AgencyDirectory::new(&policy, formats));
         let feedback_due = chrono::Duration::from_std(feedback_due).unwrap_or(chrono::Duration::days(1));
-        Self { policy, directory, store, keyer: Arc::new(keyer), topology, feedback_due, relay_wake: Arc::default() }
+        Self { policy, directory, store, keyer: Arc::new(keyer), topology, feedback_due, handoff: None }
     }
 
-    /// What the router signals after each commit that wrote deliveries: give it to [`run_relay`] in the
-    /// same process so the outbox goes out at once instead of at the relay's next look.
-    pub fn relay_wake(&self) -> Arc<Notify> {
-        self.relay_wake.clone()
+    /// From now on, hands the outbox rows of each committed transaction to the relay that is given the
+    /// result ([`crate::run_relay`], in the same process), so that it publishes them at once without
+    /// reading them back. Clones made after this call hand over too.
+    pub fn hand_to_relay(&mut self) -> HandedRows {
+        let (sender, receiver) = handoff();
+        self.handoff = Some(sender);
+        receiver
+    }
+
+    /// After a commit: counts its decisions and hands its deliveries to the relay.
+    fn committed(&self, written: Written) {
+        count_decisions(&written.verdicts);
+        if let Some(handoff) = &self.handoff {
+            handoff.hand(written.deliveries);
+        }
     }
 
     /// Settles one message from `concordat.router`.
@@ -195,16 +207,13 @@ impl Router {
             return Ok(Routed::Duplicate);
         }
         let event_id = event.event_id;
-        let mut verdicts = Vec::new();
-        let routed = self.route_in(&mut tx, event, now, traceparent, &mut verdicts).await?;
+        let mut written = Written::default();
+        let routed = self.route_in(&mut tx, event, now, traceparent, &mut written).await?;
         if let Routed::Done { episode, .. } = routed {
             tx.mark_processed(event_id, episode, now).await?;
         }
         tx.commit().await?;
-        count_decisions(&verdicts);
-        if matches!(routed, Routed::Done { deliveries: 1.., .. }) {
-            self.relay_wake.notify_one();
-        }
+        self.committed(written);
         Ok(routed)
     }
 
@@ -232,7 +241,7 @@ impl Router {
             .collect();
         let mut processed = tx.read_ahead(&ids, &refs, &keys).await?;
         let mut marks = Vec::with_capacity(events.len());
-        let mut verdicts = Vec::new();
+        let mut done = Written::default();
         let mut results = Vec::with_capacity(events.len());
         for Routable { event, traceparent, span } in events {
             let event_id = event.event_id;
@@ -240,8 +249,8 @@ impl Router {
                 results.push(Ok(Routed::Duplicate));
                 continue;
             }
-            // A refused event adds no verdicts: a conflict is found before the plan is made.
-            match self.route_in(&mut tx, event, now, &traceparent, &mut verdicts).instrument(span).await {
+            // A refused event adds nothing to `written`: a conflict is found before the plan is made.
+            match self.route_in(&mut tx, event, now, &traceparent, &mut done).instrument(span).await {
                 Err(conflict @ RouteError::Conflict(_)) => results.push(Err(conflict)),
                 Err(error) => return Err(error),
                 Ok(routed) => {
@@ -258,7 +267,7 @@ impl Router {
         tx.flush().await?;
         let written = started.elapsed();
         tx.commit().await?;
-        count_decisions(&verdicts);
+        self.committed(done);
         concordat_telemetry::observe("concordat_router_batch_seconds", &[], started.elapsed().as_secs_f64());
         debug!(
             message = "Committed a batch.",
@@ -267,22 +276,19 @@ impl Router {
             write_ms = (written - routed).as_secs_f64() * 1000.0,
             total_ms = started.elapsed().as_secs_f64() * 1000.0,
         );
-        if results.iter().any(|result| matches!(result, Ok(Routed::Done { deliveries: 1.., .. }))) {
-            self.relay_wake.notify_one();
-        }
         Ok(results)
     }
 
     /// Routes one event inside `tx`, all but its dedup check and mark, which are the caller's. A
     /// [`RouteError::Conflict`] is returned before anything is written.
-    /// Its decisions are added to `verdicts`, for the metrics once the transaction commits.
+    /// Its decisions and deliveries are added to `written`, for after the transaction commits.
     async fn route_in(
         &self,
         tx: &mut Tx,
         mut event: CrisisEvent,
         now: DateTime<Utc>,
         traceparent: &TraceParent,
-        verdicts: &mut Vec<Counted>,
+        written: &mut Written,
     ) -> Result<Routed, RouteError> {
         let key = event.subject.nhs_number.as_ref().map(|number| self.keyer.key(number));
         let refs = correlating_refs(&event);
@@ -342,8 +348,19 @@ impl Router {
         if let Some(failure) = plan.render_failures.first() {
             return Err(RouteError::Render { recipient: failure.recipient.clone(), reason: failure.error.to_string() });
         }
-        self.write(tx, &plan, episode, now, traceparent).await?;
-        verdicts.extend(plan.decisions.iter().map(|decision| {
+        let deliveries = self.write(tx, &plan, episode, now, traceparent).await?;
+        // Each row as the relay would read it back: with when the gateway received the event it delivers.
+        let received = |id: EventId| {
+            std::iter::once(&event)
+                .chain(&plan.derived)
+                .find(|known| known.event_id == id)
+                .map(|known| known.provenance.received_at.to_utc())
+        };
+        written.deliveries.extend(deliveries.into_iter().map(|delivery| {
+            let received_at = received(delivery.event_id);
+            PendingDelivery::enqueued(delivery, received_at)
+        }));
+        written.verdicts.extend(plan.decisions.iter().map(|decision| {
             let reason = match decision.verdict {
                 Verdict::Permit => None,
                 Verdict::Deny(reason) => Some(reason.as_str()),
@@ -453,7 +470,7 @@ impl Router {
         episode: Option<EpisodeId>,
         now: DateTime<Utc>,
         traceparent: &TraceParent,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<NewDelivery>, StoreError> {
         let decisions: Vec<_> = plan.decisions.iter().map(|decision| stored_decision(decision, episode, now)).collect();
         tx.insert_decisions(&decisions).await?;
         // One span per decision, in the event's span; a delivery's trace goes on from its decision's.
@@ -508,12 +525,20 @@ impl Router {
             })
             .collect();
         tx.enqueue_all(&deliveries).await?;
-        Ok(())
+        Ok(deliveries)
     }
 }
 
 /// A committed decision as the metrics count it: the recipient, and the reason when it was a denial.
 type Counted = (AgencyId, Option<&'static str>);
+
+/// What a transaction wrote that matters once it commits: its decisions, for the metrics, and its outbox
+/// rows, for the relay.
+#[derive(Default)]
+struct Written {
+    verdicts: Vec<Counted>,
+    deliveries: Vec<PendingDelivery>,
+}
 
 fn count_decisions(verdicts: &[Counted]) {
     for (recipient, reason) in verdicts {
@@ -720,117 +745,4 @@ pub async fn run_housekeeping(store: Store, quiet: Duration, every: Duration, sh
             () = tokio::time::sleep(every) => {}
         }
     }
-}
-
-/// How long the relay waits before looking at an empty outbox again, unless woken: rows written by
-/// another process (a retry from the command line) wait at most this long.
-const RELAY_IDLE: Duration = Duration::from_millis(500);
-/// How many outbox rows the relay publishes in one confirmed batch.
-const RELAY_BATCH: u32 = 64;
-
-/// Publishes the outbox to `concordat.deliver` with confirms, oldest first, and marks rows sent only after
-/// RabbitMQ confirmed them. A crash between the confirm and the mark republishes the same message ids;
-/// consumers dedupe by message id. `wake` (from [`Router::relay_wake`]) cuts an idle wait short. Runs until
-/// `shutdown` fires.
-pub async fn run_relay(store: Store, publisher: Arc<Publisher>, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(200);
-    while !shutdown.is_cancelled() {
-        let wait = match relay_once(&store, &publisher).await {
-            Ok(0) => RELAY_IDLE,
-            Ok(sent) => {
-                info!(message = "Relayed deliveries.", count = sent);
-                backoff = Duration::from_millis(200);
-                Duration::ZERO
-            }
-            Err(error) => {
-                warn!(message = "Relay failed; retrying.", %error, delay_ms = backoff.as_millis());
-                let wait = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                wait
-            }
-        };
-        let woken = async {
-            // A failed round backs off in full; an idle one ends early when the router commits.
-            if wait == RELAY_IDLE {
-                wake.notified().await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(wait) => {}
-            () = woken => {}
-        }
-    }
-}
-
-/// Publishes one batch; returns how many rows were marked sent.
-async fn relay_once(store: &Store, publisher: &Publisher) -> Result<usize, RelayError> {
-    let pending = store.pending_outbox(RELAY_BATCH).await?;
-    if pending.is_empty() {
-        return Ok(0);
-    }
-    // One span per delivery, going on from its decision's; the message names it as the next hop's parent.
-    let mut spans = Vec::with_capacity(pending.len());
-    let messages: Vec<OutgoingMessage> = pending
-        .iter()
-        .map(|row| {
-            let stored = row.headers.get(TRACEPARENT_HEADER);
-            let span = info_span!(
-                "deliver",
-                message_id = %row.delivery_id,
-                event_id = %row.event_id,
-                recipient = %row.recipient,
-                kind = row.headers.get(KIND_HEADER).map_or("unknown", String::as_str),
-                exchange = %row.exchange,
-                outcome = tracing::field::Empty,
-            );
-            if let Some(parent) = stored {
-                concordat_telemetry::trace::continue_trace(&span, parent);
-            }
-            let traceparent = concordat_telemetry::trace::traceparent(&span)
-                .or_else(|| stored.cloned())
-                .and_then(|value| value.parse::<TraceParent>().ok())
-                .unwrap_or_else(TraceParent::new_root);
-            spans.push(span);
-            OutgoingMessage {
-                exchange: row.exchange.clone(),
-                routing_key: row.routing_key.clone(),
-                message_id: row.delivery_id.to_string(),
-                content_type: row.content_type.clone(),
-                body: row.body.clone(),
-                headers: row.headers.clone(),
-                traceparent,
-            }
-        })
-        .collect();
-    let published = publisher.publish_batch(&messages).await;
-    let outcome = if published.is_ok() { "confirmed" } else { "not_confirmed" };
-    for span in &spans {
-        span.record("outcome", outcome);
-    }
-    published?;
-    let confirmed = Utc::now();
-    for row in &pending {
-        concordat_telemetry::inc("concordat_deliveries_sent_total", &[("recipient", row.recipient.as_str())]);
-        if let Some(received) = row.received_at {
-            let seconds = (confirmed - received).to_std().map_or(0.0, |elapsed| elapsed.as_secs_f64());
-            concordat_telemetry::observe("concordat_delivery_seconds", &[], seconds);
-        }
-    }
-    let ids: Vec<DeliveryId> = pending.iter().map(|row| row.delivery_id).collect();
-    store.mark_sent(&ids, confirmed).await?;
-    Ok(ids.len())
-}
-
-/// Why a relay round failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    /// Reading or marking the outbox failed.
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
-    /// RabbitMQ did not confirm the batch.
-    #[error("publish: {0}")]
-    Publish(#[from] concordat_bus::PublishError),
 }

@@ -58,10 +58,10 @@ impl Harness {
         let store = Store::connect(&format!("sqlite://{}", dir.path().join("concordat.db").display())).await.unwrap();
         let publisher = Arc::new(Publisher::connect(&bus(), "router-test").await.unwrap());
         let keyer = SubjectKeyer::new(b"router-test-subject-key-secret").unwrap();
-        let router =
+        let mut router =
             Router::new(policy, &BTreeMap::new(), store.clone(), keyer, topology.clone(), Duration::from_secs(3600));
         let shutdown = CancellationToken::new();
-        tokio::spawn(run_relay(store.clone(), publisher.clone(), router.relay_wake(), shutdown.clone()));
+        tokio::spawn(run_relay(store.clone(), publisher.clone(), Some(router.hand_to_relay()), shutdown.clone()));
         tokio::spawn(run_router(router, bus(), shutdown.clone()));
         let mut inboxes = BTreeMap::new();
         for agency in ["northvale-mh", "northvale-police", "safe-haven"] {

@@ -335,6 +335,40 @@ pub struct PendingDelivery {
     pub received_at: Option<DateTime<Utc>>,
 }
 
+impl PendingDelivery {
+    /// The row `delivery` becomes in the outbox once its transaction commits, with no failed attempt:
+    /// what the router hands the relay in its own process instead of the relay reading it back.
+    /// `received_at` is when the gateway received the event that caused it.
+    #[must_use]
+    pub fn enqueued(delivery: NewDelivery, received_at: Option<DateTime<Utc>>) -> Self {
+        let NewDelivery {
+            delivery_id,
+            event_id,
+            decision_id: _,
+            recipient,
+            exchange,
+            routing_key,
+            content_type,
+            headers,
+            body,
+            created_at,
+        } = delivery;
+        Self {
+            delivery_id,
+            event_id,
+            recipient,
+            exchange,
+            routing_key,
+            content_type,
+            headers,
+            body,
+            attempts: 0,
+            created_at,
+            received_at,
+        }
+    }
+}
+
 impl fmt::Debug for PendingDelivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PendingDelivery")

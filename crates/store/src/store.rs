@@ -63,7 +63,10 @@ async fn checkpoint_wal(pool: SqlitePool, alive: std::sync::Weak<()>) {
         if pool.is_closed() || alive.strong_count() == 0 {
             break;
         }
-        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+        let started = std::time::Instant::now();
+        let result = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await;
+        tracing::debug!(message = "Checkpointed the WAL.", ms = started.elapsed().as_secs_f64() * 1000.0);
+        if let Err(error) = result {
             if pool.is_closed() {
                 break;
             }
@@ -175,8 +178,21 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
     pub async fn pending_outbox(&self, limit: u32) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.pending_outbox_created_before(limit, None).await
+    }
+
+    /// Like [`Self::pending_outbox`], but only rows enqueued before `cutoff` (all of them for `None`): the
+    /// relay's look for rows that did not reach it from the router in its own process.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn pending_outbox_created_before(
+        &self,
+        limit: u32,
+        cutoff: Option<DateTime<Utc>>,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
         let mut tx = self.begin_read().await?;
-        let pending = tx.pending_outbox(limit).await?;
+        let pending = tx.pending_outbox(limit, cutoff).await?;
         tx.rollback().await?;
         Ok(pending)
     }
@@ -188,8 +204,20 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`]; nothing was marked.
     pub async fn mark_sent(&self, ids: &[DeliveryId], at: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.mark_sent_in_groups(&[(ids.to_vec(), at)]).await
+    }
+
+    /// Like [`Self::mark_sent`] for several groups of deliveries, each confirmed at its own time, in one
+    /// transaction: the relay marks what RabbitMQ confirmed while its last marks were being written.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`]; nothing was marked.
+    pub async fn mark_sent_in_groups(&self, groups: &[(Vec<DeliveryId>, DateTime<Utc>)]) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
-        let marked = tx.mark_sent(ids, at).await?;
+        let mut marked = 0;
+        for (ids, at) in groups {
+            marked += tx.mark_sent(ids, *at).await?;
+        }
         tx.commit().await?;
         Ok(marked)
     }
@@ -436,6 +464,8 @@ mod tests {
         send(&store.begin());
         send(&store.pending_outbox(1));
         send(&store.mark_sent(&[], now));
+        send(&store.pending_outbox_created_before(1, Some(now)));
+        send(&store.mark_sent_in_groups(&[]));
         send(&store.mark_failed(DeliveryId(Uuid::nil()), "", 1, now));
         send(&store.dead_deliveries(1));
         send(&store.retry_delivery(DeliveryId(Uuid::nil()), now));

@@ -1284,17 +1284,25 @@ impl Tx {
 
     // ----- Used by `Store` for work outside the router's transaction. -----
 
-    pub(crate) async fn pending_outbox(&mut self, limit: u32) -> Result<Vec<PendingDelivery>, StoreError> {
+    pub(crate) async fn pending_outbox(
+        &mut self,
+        limit: u32,
+        created_before: Option<DateTime<Utc>>,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
         self.flush().await?;
-        let sql =
-            format!("SELECT {} FROM outbox WHERE status = 'pending' ORDER BY position LIMIT $1", rows::PENDING_COLUMNS);
-        on!(self, |c| sqlx::query(&sql)
-            .bind(i64::from(limit))
-            .fetch_all(&mut **c)
-            .await?
-            .iter()
-            .map(rows::pending_delivery)
-            .collect())
+        let cutoff = if created_before.is_some() { "AND created_at < $2" } else { "" };
+        let sql = format!(
+            "SELECT {} FROM outbox WHERE status = 'pending' {cutoff} ORDER BY position LIMIT $1",
+            rows::PENDING_COLUMNS
+        );
+        on!(self, |c| {
+            let query = sqlx::query(&sql).bind(i64::from(limit));
+            let query = match created_before {
+                Some(cutoff) => query.bind(micros(cutoff)),
+                None => query,
+            };
+            query.fetch_all(&mut **c).await?.iter().map(rows::pending_delivery).collect()
+        })
     }
 
     pub(crate) async fn event_deliveries(&mut self, event_id: EventId) -> Result<Vec<DeliveryMeta>, StoreError> {

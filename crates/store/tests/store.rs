@@ -469,6 +469,9 @@ async fn outbox_keeps_creation_order_and_marks(db: TestDb) -> anyhow::Result<()>
     };
     assert_eq!(order(db.store.pending_outbox(10).await?), recipients);
     assert_eq!(order(db.store.pending_outbox(2).await?), recipients[..2]);
+    // The relay's look at the outbox while the router hands it rows: only rows enqueued before the cutoff.
+    assert!(db.store.pending_outbox_created_before(10, Some(at(1))).await?.is_empty());
+    assert_eq!(order(db.store.pending_outbox_created_before(10, Some(at(2))).await?), recipients);
     let first = db.store.pending_outbox(1).await?.remove(0);
     assert_eq!(first.body, delivery(&event, "northvale-mh", 1).body);
     assert_eq!(first.headers.get("concordat-kind").map(String::as_str), Some("police.s136_detention"));
@@ -486,6 +489,10 @@ async fn outbox_keeps_creation_order_and_marks(db: TestDb) -> anyhow::Result<()>
     assert_eq!((dead.len(), dead[0].attempts, dead[0].last_error.as_deref()), (1, 2, Some("channel closed")));
     assert!(db.store.retry_delivery(id("safe-haven"), at(9)).await?);
     assert_eq!(order(db.store.pending_outbox(10).await?), ["northvale-mh", "safe-haven"]);
+    // Groups confirmed at different times, marked in one transaction; one already sent is skipped.
+    let groups = [(vec![id("northvale-mh"), id("northvale-acute")], at(10)), (vec![id("safe-haven")], at(11))];
+    assert_eq!(db.store.mark_sent_in_groups(&groups).await?, 2);
+    assert!(db.store.pending_outbox(10).await?.is_empty());
     let unknown = db.store.mark_failed(DeliveryId(Uuid::nil()), "x", 2, at(9)).await;
     assert!(matches!(unknown, Err(StoreError::NotFound(_))));
     assert!(db.store.audit_verify().await?.records > 0);
