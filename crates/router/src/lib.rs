@@ -14,7 +14,7 @@ mod shell;
 
 pub use correlate::{Correlation, concludes, correlate, relations_earned};
 pub use plan::{AgencyDirectory, Delivery, EpisodeSnapshot, Plan, RenderFailure, plan};
-pub use relay::{HandedRows, Handoff, RelayError, handoff, run_relay};
+pub use relay::{HandedRows, Handoff, RelayError, TakenMarks, handoff, run_relay};
 pub use retention::{
     InvalidPeriod, Period, RetentionConfig, RetentionError, RetentionReport, apply_retention, run_retention,
 };

@@ -9,9 +9,11 @@
 //!   what it read, marks it sent and reads again, until nothing is pending. Rows the router hands over
 //!   meanwhile are dropped: they are in the outbox and the reading takes them, in order.
 //! - **Handed over** (from then on, when a router runs in the same process): the router gives the relay the
-//!   rows of each transaction once it committed, so the relay publishes them without reading them back. The
-//!   marks are written by a task of their own, several confirmed batches in one transaction, so publishing
-//!   never waits for the store's write lock. A row handed over is *in flight* until it is marked.
+//!   rows of each transaction once it committed, so the relay publishes them without reading them back. A
+//!   row handed over is *in flight* until it is marked sent, and publishing never waits for the marks: they
+//!   ride on the router's next transaction ([`Tx::mark_sent_at_flush`]), which takes every mark due, so they
+//!   cost no commit and no turn at the store's write lock of their own. When the router has no transaction
+//!   within [`MARK_WAIT`] (it is idle), a task of the relay's writes them.
 //! - **Looking** (every [`RELAY_IDLE`] while rows are handed over): rows that did not come through the
 //!   handoff (written by another process, retried from the command line, or dropped from a full handoff)
 //!   are read from the outbox once they are older than [`HANDOFF_GRACE`], so that a row still on its way
@@ -21,13 +23,13 @@
 //! can go out after rows committed later than it.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use concordat_bus::{OutgoingMessage, Publisher, TRACEPARENT_HEADER, TraceParent};
-use concordat_store::{DeliveryId, PendingDelivery, Store, StoreError};
-use tokio::sync::mpsc;
+use concordat_store::{DeliveryId, PendingDelivery, Store, StoreError, Tx};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn};
 
@@ -46,18 +48,106 @@ const HANDOFF_GRACE: Duration = Duration::from_secs(2);
 /// How many committed transactions' rows may wait in the handoff. When it is full the router does not
 /// wait: the rows are in the outbox, and the relay's next look takes them.
 const HANDOFF_CAPACITY: usize = 1024;
+/// How long a confirmed delivery waits for the router's next transaction to mark it sent before the
+/// relay marks it in a transaction of its own.
+const MARK_WAIT: Duration = Duration::from_millis(50);
 /// The first wait after a failed round; it doubles with each failure, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// What the router and the relay of one process share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Deliveries published or being published and not yet marked sent: a look at the outbox skips them.
+    in_flight: Mutex<HashSet<DeliveryId>>,
+    /// Deliveries RabbitMQ confirmed, waiting to be marked sent, oldest first.
+    due: Mutex<Vec<Confirmed>>,
+    /// Tells the marking task that marks fell due.
+    due_now: Notify,
+}
+
+impl Shared {
+    fn in_flight(&self) -> MutexGuard<'_, HashSet<DeliveryId>> {
+        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn due(&self) -> MutexGuard<'_, Vec<Confirmed>> {
+        self.due.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts newly confirmed deliveries in line to be marked, and tells the marking task.
+    fn fall_due(&self, group: Confirmed) {
+        self.due().push(group);
+        self.due_now.notify_one();
+    }
+
+    /// Puts marks a transaction took and did not commit back at the head of the line.
+    fn put_back(&self, mut groups: Vec<Confirmed>) {
+        if groups.is_empty() {
+            return;
+        }
+        {
+            let mut due = self.due();
+            groups.append(&mut due);
+            *due = groups;
+        }
+        self.due_now.notify_one();
+    }
+
+    /// Takes marked rows out of flight.
+    fn land(&self, ids: impl IntoIterator<Item = DeliveryId>) {
+        let mut in_flight = self.in_flight();
+        for id in ids {
+            in_flight.remove(&id);
+        }
+    }
+}
+
+/// Marks taken by a transaction ([`Handoff::mark_in`]): once it commits, [`TakenMarks::committed`] takes
+/// their rows out of flight; dropped otherwise, they fall due again.
+#[derive(Debug)]
+pub struct TakenMarks {
+    shared: Arc<Shared>,
+    groups: Vec<Confirmed>,
+}
+
+impl TakenMarks {
+    /// The transaction that carried the marks committed.
+    pub fn committed(mut self) {
+        let groups = std::mem::take(&mut self.groups);
+        self.shared.land(groups.into_iter().flat_map(|(ids, _)| ids));
+    }
+}
+
+impl Drop for TakenMarks {
+    fn drop(&mut self) {
+        self.shared.put_back(std::mem::take(&mut self.groups));
+    }
+}
+
 /// The router's end of the handoff: [`Handoff::hand`] gives the relay the outbox rows of a transaction
-/// that committed.
+/// that committed, and [`Handoff::mark_in`] has a transaction carry the relay's marks.
 #[derive(Debug, Clone)]
 pub struct Handoff {
     rows: mpsc::Sender<Vec<PendingDelivery>>,
+    shared: Arc<Shared>,
 }
 
 impl Handoff {
+    /// Has `tx` mark sent, when it flushes, every delivery the relay has had confirmed and not yet marked.
+    /// Call [`TakenMarks::committed`] once `tx` committed.
+    pub fn mark_in(&self, tx: &mut Tx) -> TakenMarks {
+        let taken = self.take_marks();
+        for (ids, at) in &taken.groups {
+            tx.mark_sent_at_flush(ids, *at);
+        }
+        taken
+    }
+
+    fn take_marks(&self) -> TakenMarks {
+        TakenMarks { shared: self.shared.clone(), groups: std::mem::take(&mut *self.shared.due()) }
+    }
+
     /// Hands committed rows to the relay, without waiting. When the relay is far behind or gone, the rows
     /// stay for its next look at the outbox.
     pub fn hand(&self, rows: Vec<PendingDelivery>) {
@@ -78,13 +168,15 @@ impl Handoff {
 #[derive(Debug)]
 pub struct HandedRows {
     rows: mpsc::Receiver<Vec<PendingDelivery>>,
+    shared: Arc<Shared>,
 }
 
 /// A handoff from a router to the relay in the same process.
 #[must_use]
 pub fn handoff() -> (Handoff, HandedRows) {
     let (sender, receiver) = mpsc::channel(HANDOFF_CAPACITY);
-    (Handoff { rows: sender }, HandedRows { rows: receiver })
+    let shared = Arc::new(Shared::default());
+    (Handoff { rows: sender, shared: shared.clone() }, HandedRows { rows: receiver, shared })
 }
 
 /// Why a relay round failed.
@@ -97,9 +189,6 @@ pub enum RelayError {
     #[error("publish: {0}")]
     Publish(#[from] concordat_bus::PublishError),
 }
-
-/// Deliveries published or being published and not yet marked sent: a look at the outbox skips them.
-type InFlight = Arc<Mutex<HashSet<DeliveryId>>>;
 
 /// Confirmed deliveries on their way to being marked sent: the ids, and when RabbitMQ confirmed them.
 type Confirmed = (Vec<DeliveryId>, DateTime<Utc>);
@@ -115,12 +204,12 @@ pub async fn run_relay(
     handed: Option<HandedRows>,
     shutdown: CancellationToken,
 ) {
-    let in_flight = InFlight::default();
-    let (confirmed, to_mark) = mpsc::unbounded_channel();
-    let marker = tokio::spawn(run_marker(store.clone(), to_mark, in_flight.clone(), shutdown.clone()));
-    let relay = Relay { store, publisher, in_flight, confirmed };
+    let shared = handed.as_ref().map_or_else(Arc::default, |handed| handed.shared.clone());
+    let relay_done = CancellationToken::new();
+    let marker = tokio::spawn(run_marker(store.clone(), shared.clone(), relay_done.clone()));
+    let relay = Relay { store, publisher, shared };
     relay.run(handed, &shutdown).await;
-    drop(relay);
+    relay_done.cancel();
     if let Err(error) = marker.await {
         warn!(message = "The relay's marking task failed.", %error);
     }
@@ -129,8 +218,7 @@ pub async fn run_relay(
 struct Relay {
     store: Store,
     publisher: Arc<Publisher>,
-    in_flight: InFlight,
-    confirmed: mpsc::UnboundedSender<Confirmed>,
+    shared: Arc<Shared>,
 }
 
 /// What the relay is doing: reading the outbox until it is empty, or taking the rows handed over.
@@ -225,7 +313,7 @@ impl Relay {
             rows.extend(more);
         }
         let rows: Vec<PendingDelivery> = {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut in_flight = self.shared.in_flight();
             rows.into_iter().filter(|row| row.created_at >= since && in_flight.insert(row.delivery_id)).collect()
         };
         let mut sent = 0;
@@ -236,11 +324,9 @@ impl Relay {
             match self.publish(batch).await {
                 Ok(confirmed) => {
                     sent += batch.len();
-                    // The marking task takes them out of flight once they are marked.
+                    // Out of flight once marked: by the router's next transaction, or the marking task.
                     let ids = batch.iter().map(|row| row.delivery_id).collect();
-                    if self.confirmed.send((ids, confirmed)).is_err() {
-                        self.land(batch);
-                    }
+                    self.shared.fall_due((ids, confirmed));
                 }
                 Err(error) => {
                     // Neither these nor the rest are marked: the catching-up read takes them again.
@@ -259,7 +345,7 @@ impl Relay {
         let limit = u32::try_from(RELAY_BATCH).unwrap_or(u32::MAX);
         let mut rows = self.store.pending_outbox_created_before(limit, cutoff).await?;
         {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut in_flight = self.shared.in_flight();
             rows.retain(|row| in_flight.insert(row.delivery_id));
         }
         if rows.is_empty() {
@@ -278,10 +364,7 @@ impl Relay {
 
     /// Takes rows out of flight: marked, or left pending for the next read.
     fn land(&self, rows: &[PendingDelivery]) {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-        for row in rows {
-            in_flight.remove(&row.delivery_id);
-        }
+        self.shared.land(rows.iter().map(|row| row.delivery_id));
     }
 
     /// Publishes one batch with confirms; returns when RabbitMQ confirmed it.
@@ -320,7 +403,9 @@ impl Relay {
                 }
             })
             .collect();
+        let started = std::time::Instant::now();
         let published = self.publisher.publish_batch(&messages).await;
+        debug!(message = "Published a batch.", rows = rows.len(), ms = started.elapsed().as_secs_f64() * 1000.0);
         let outcome = if published.is_ok() { "confirmed" } else { "not_confirmed" };
         for span in &spans {
             span.record("outcome", outcome);
@@ -339,40 +424,48 @@ impl Relay {
     }
 }
 
-/// Marks confirmed deliveries sent, taking whatever has been confirmed since its last transaction into the
-/// next, and takes them out of flight once marked. A failed transaction is tried again (the rows stay in
-/// flight, so they are not published again meanwhile) until `shutdown`; after it, what cannot be marked is
-/// left pending, to be published again under the same ids at the next start. Ends when the relay has
-/// gone and everything it confirmed was dealt with.
-async fn run_marker(
-    store: Store,
-    mut confirmed: mpsc::UnboundedReceiver<Confirmed>,
-    in_flight: InFlight,
-    shutdown: CancellationToken,
-) {
-    while let Some(first) = confirmed.recv().await {
-        let mut groups = vec![first];
-        while let Ok(more) = confirmed.try_recv() {
-            groups.push(more);
-        }
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            match store.mark_sent_in_groups(&groups).await {
-                Ok(_) => break,
-                Err(error) if shutdown.is_cancelled() => {
-                    warn!(message = "Marking deliveries sent failed at shutdown; they will be published again.", %error);
-                    break;
-                }
-                Err(error) => {
-                    warn!(message = "Marking deliveries sent failed; retrying.", %error, delay_ms = backoff.as_millis());
-                    idle(backoff, &shutdown).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+/// Marks sent what the router's transactions did not take within [`MARK_WAIT`] of falling due, all of it
+/// in one transaction, and takes it out of flight. A failed transaction puts the marks back in line (the
+/// rows stay in flight, so they are not published again meanwhile) and is tried again after a wait. Once
+/// `relay_done` fires, it writes what is due and ends; what cannot be marked then is left pending, to be
+/// published again under the same ids at the next start.
+async fn run_marker(store: Store, shared: Arc<Shared>, relay_done: CancellationToken) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        if shared.due().is_empty() {
+            tokio::select! {
+                () = relay_done.cancelled() => break,
+                () = shared.due_now.notified() => {}
             }
         }
-        let mut in_flight = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-        for id in groups.iter().flat_map(|(ids, _)| ids) {
-            in_flight.remove(id);
+        // The router's next transaction may take them first.
+        idle(MARK_WAIT, &relay_done).await;
+        let groups = std::mem::take(&mut *shared.due());
+        if groups.is_empty() {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        match store.mark_sent_in_groups(&groups).await {
+            Ok(marked) => {
+                debug!(
+                    message = "Marked deliveries sent.",
+                    groups = groups.len(),
+                    rows = marked,
+                    ms = started.elapsed().as_secs_f64() * 1000.0
+                );
+                shared.land(groups.into_iter().flat_map(|(ids, _)| ids));
+                backoff = FIRST_BACKOFF;
+            }
+            Err(error) if relay_done.is_cancelled() => {
+                warn!(message = "Marking deliveries sent failed at shutdown; they will be published again.", %error);
+                break;
+            }
+            Err(error) => {
+                warn!(message = "Marking deliveries sent failed; retrying.", %error, delay_ms = backoff.as_millis());
+                shared.put_back(groups);
+                idle(backoff, &relay_done).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
         }
     }
 }
@@ -382,5 +475,54 @@ async fn idle(wait: Duration, shutdown: &CancellationToken) {
     tokio::select! {
         () = shutdown.cancelled() => {}
         () = tokio::time::sleep(wait) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> DeliveryId {
+        DeliveryId(uuid::Uuid::from_u128(n))
+    }
+
+    fn in_flight(shared: &Shared) -> Vec<DeliveryId> {
+        let mut ids: Vec<DeliveryId> = shared.in_flight().iter().copied().collect();
+        ids.sort_by_key(|id| id.0);
+        ids
+    }
+
+    /// Two confirmed groups in flight, as the relay leaves them.
+    fn confirmed(shared: &Shared) -> DateTime<Utc> {
+        let at = Utc::now();
+        shared.in_flight().extend([id(1), id(2), id(3)]);
+        shared.fall_due((vec![id(1), id(2)], at));
+        shared.fall_due((vec![id(3)], at));
+        at
+    }
+
+    #[test]
+    fn marks_a_transaction_took_land_when_it_commits() {
+        let (handoff, _rows) = handoff();
+        confirmed(&handoff.shared);
+        let taken = handoff.take_marks();
+        assert!(handoff.shared.due().is_empty(), "taken by one transaction, not offered to another");
+        assert_eq!(in_flight(&handoff.shared), [id(1), id(2), id(3)], "in flight until the commit");
+        taken.committed();
+        assert!(in_flight(&handoff.shared).is_empty());
+        assert!(handoff.shared.due().is_empty());
+    }
+
+    #[test]
+    fn marks_of_a_transaction_that_did_not_commit_fall_due_again_first() {
+        let (handoff, _rows) = handoff();
+        let at = confirmed(&handoff.shared);
+        let taken = handoff.take_marks();
+        let later = at + chrono::Duration::milliseconds(5);
+        handoff.shared.fall_due((vec![id(4)], later));
+        drop(taken);
+        let due: Vec<Confirmed> = handoff.shared.due().clone();
+        assert_eq!(due, [(vec![id(1), id(2)], at), (vec![id(3)], at), (vec![id(4)], later)]);
+        assert_eq!(in_flight(&handoff.shared), [id(1), id(2), id(3)], "still in flight: not published again");
     }
 }

@@ -31,7 +31,7 @@ use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::correlate::{Correlation, concludes, correlate, relations_earned};
 use crate::plan::{AgencyDirectory, EpisodeSnapshot, Plan, plan};
-use crate::relay::{HandedRows, Handoff, handoff};
+use crate::relay::{HandedRows, Handoff, TakenMarks, handoff};
 
 /// The header naming a delivery's event kind.
 pub const KIND_HEADER: &str = "concordat-kind";
@@ -118,9 +118,13 @@ impl Router {
         receiver
     }
 
-    /// After a commit: counts its decisions and hands its deliveries to the relay.
-    fn committed(&self, written: Written) {
+    /// After a commit: counts its decisions, takes the relay's marks it carried out of flight and hands
+    /// its deliveries to the relay.
+    fn committed(&self, written: Written, marks: Option<TakenMarks>) {
         count_decisions(&written.verdicts);
+        if let Some(marks) = marks {
+            marks.committed();
+        }
         if let Some(handoff) = &self.handoff {
             handoff.hand(written.deliveries);
         }
@@ -212,8 +216,9 @@ impl Router {
         if let Routed::Done { episode, .. } = routed {
             tx.mark_processed(event_id, episode, now).await?;
         }
+        let marks = self.handoff.as_ref().map(|handoff| handoff.mark_in(&mut tx));
         tx.commit().await?;
-        self.committed(written);
+        self.committed(written, marks);
         Ok(routed)
     }
 
@@ -263,11 +268,13 @@ impl Router {
             }
         }
         tx.mark_all_processed(&marks, now).await?;
+        // The relay's marks for what it published since the last commit go in the same flush.
+        let sent = self.handoff.as_ref().map(|handoff| handoff.mark_in(&mut tx));
         let routed = started.elapsed();
         tx.flush().await?;
         let written = started.elapsed();
         tx.commit().await?;
-        self.committed(done);
+        self.committed(done, sent);
         concordat_telemetry::observe("concordat_router_batch_seconds", &[], started.elapsed().as_secs_f64());
         debug!(
             message = "Committed a batch.",

@@ -155,6 +155,12 @@ async fn the_s136_story_reaches_the_trust_and_feeds_back_to_the_force_exactly_on
 
     let episode = harness.store.episode(EpisodeId(episode)).await.unwrap().unwrap();
     assert!(episode.feedback_delivered_at.is_some(), "the episode records that feedback was given");
+    // Every delivery that went out is marked sent (by the router's next transaction or the relay).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !harness.store.pending_outbox(10).await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "deliveries left pending after they went out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     harness.store.audit_verify().await.unwrap();
     harness.stop().await;
 }

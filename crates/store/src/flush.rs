@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::error::{Conflict, StoreError};
 use crate::model::{Backend, micros};
 use crate::rows::Cols;
-use crate::tx::{Deferred, ROWS_PER_STATEMENT, Tx, insert, json_list, on, placeholders};
+use crate::tx::{Deferred, ROWS_PER_STATEMENT, Tx, insert, json_list, list, on, placeholders};
 
 /// A value to bind.
 pub(crate) enum Arg<'a> {
@@ -117,7 +117,18 @@ impl Tx {
         let backend = self.backend();
         let (statements, expected) = statements(backend, deferred)?;
         let returned = self.run_all(&statements, returned).await?;
-        self.check(&expected, &returned).await
+        self.check(&expected, &returned).await?;
+        // Audited in the order given, and only what was still pending.
+        for (ids, at) in &deferred.sent {
+            for id in ids {
+                if returned.iter().any(|row| matches!(row, Returned::Id(part, found) if part == "sent" && found == id))
+                {
+                    let delivery_id = crate::model::DeliveryId(*id);
+                    self.append_audit(*at, crate::audit::AuditRecord::DeliverySent { delivery_id });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs `statements` in order, in one call on SQLite and one after another on PostgreSQL, and decodes
@@ -359,6 +370,20 @@ fn statements(backend: Backend, deferred: &Deferred) -> Result<(Vec<Statement<'_
         }
         let returning = "RETURNING 'delivery' AS part, delivery_id AS id";
         out.push(Statement { sql: insert(backend, "outbox", columns, chunk.len(), "", returning), args });
+    }
+    for (ids, at) in &deferred.sent {
+        for chunk in ids.chunks(8 * ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE outbox SET status = 'sent', sent_at = {} WHERE status = 'pending' AND delivery_id IN ({}) \
+                 RETURNING 'sent' AS part, delivery_id AS id",
+                list(backend, 1, 1),
+                list(backend, 2, chunk.len())
+            );
+            let mut args = Vec::with_capacity(chunk.len() + 1);
+            args.push(Arg::Time(*at));
+            args.extend(chunk.iter().map(|id| Arg::Uuid(*id)));
+            out.push(Statement { sql, args });
+        }
     }
     Ok((out, expected))
 }

@@ -84,6 +84,8 @@ pub(crate) struct Deferred {
     pub(crate) decisions: Vec<Decision>,
     /// Each with its body's SHA-256, computed once for the audit record and the row.
     pub(crate) deliveries: Vec<(NewDelivery, Sha256Hex)>,
+    /// Deliveries RabbitMQ confirmed, to be marked sent: each group with when it was confirmed.
+    pub(crate) sent: Vec<(Vec<Uuid>, DateTime<Utc>)>,
 }
 
 impl Deferred {
@@ -98,6 +100,7 @@ impl Deferred {
             && self.events.is_empty()
             && self.decisions.is_empty()
             && self.deliveries.is_empty()
+            && self.sent.is_empty()
     }
 
     /// `last_event_at` as it will be once the deferred events are written.
@@ -1362,6 +1365,17 @@ impl Tx {
         let sql = format!("SELECT {} FROM episodes WHERE {condition} ORDER BY opened_at, id", rows::EPISODE_COLUMNS);
         let at = micros(at);
         on!(self, |c| sqlx::query(&sql).bind(at).fetch_all(&mut **c).await?.iter().map(rows::episode).collect())
+    }
+
+    /// Marks deliveries that RabbitMQ confirmed at `at` as sent when this transaction flushes, in the
+    /// flush's one call, each audited as `delivery_sent` (as [`crate::Store::mark_sent`] does, in a
+    /// transaction of its own): the relay's marks ride on the router's next commit. Ids that are not
+    /// pending by then (already sent, dead, unknown) are skipped.
+    pub fn mark_sent_at_flush(&mut self, ids: &[crate::model::DeliveryId], at: DateTime<Utc>) {
+        let ids = first_of_each(ids.iter().map(|id| id.0));
+        if !ids.is_empty() {
+            self.deferred.sent.push((ids, micros(at)));
+        }
     }
 
     pub(crate) async fn mark_sent(

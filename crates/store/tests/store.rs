@@ -489,10 +489,18 @@ async fn outbox_keeps_creation_order_and_marks(db: TestDb) -> anyhow::Result<()>
     assert_eq!((dead.len(), dead[0].attempts, dead[0].last_error.as_deref()), (1, 2, Some("channel closed")));
     assert!(db.store.retry_delivery(id("safe-haven"), at(9)).await?);
     assert_eq!(order(db.store.pending_outbox(10).await?), ["northvale-mh", "safe-haven"]);
-    // Groups confirmed at different times, marked in one transaction; one already sent is skipped.
-    let groups = [(vec![id("northvale-mh"), id("northvale-acute")], at(10)), (vec![id("safe-haven")], at(11))];
-    assert_eq!(db.store.mark_sent_in_groups(&groups).await?, 2);
+    // Marks riding on another transaction's flush: only what is still pending is marked and audited.
+    let audited = db.store.audit_verify().await?.records;
+    let mut tx = db.store.begin().await?;
+    tx.mark_sent_at_flush(&[id("safe-haven"), id("northvale-acute"), id("safe-haven")], at(10));
+    tx.commit().await?;
+    assert_eq!(order(db.store.pending_outbox(10).await?), ["northvale-mh"]);
+    assert_eq!(db.store.audit_verify().await?.records, audited + 1, "one delivery_sent per row marked");
+    // Groups confirmed at different times, marked in one transaction; those already sent are skipped.
+    let groups = [(vec![id("northvale-mh"), id("northvale-acute")], at(11)), (vec![id("safe-haven")], at(12))];
+    assert_eq!(db.store.mark_sent_in_groups(&groups).await?, 1);
     assert!(db.store.pending_outbox(10).await?.is_empty());
+    assert_eq!(db.store.audit_verify().await?.records, audited + 2);
     let unknown = db.store.mark_failed(DeliveryId(Uuid::nil()), "x", 2, at(9)).await;
     assert!(matches!(unknown, Err(StoreError::NotFound(_))));
     assert!(db.store.audit_verify().await?.records > 0);
