@@ -4,7 +4,7 @@
 //!
 //! [`plan`] is the functional core: given the event and what the store knows of its episode, it returns the
 //! decisions and deliveries to write, with no I/O and no clock. The shell that reads the
-//! store, writes one transaction and acks lives beside it.
+//! store, writes one transaction and acks lives beside it, and so does the relay that publishes the outbox.
 
 mod correlate;
 mod plan;

@@ -316,7 +316,7 @@ impl Tx {
         self.mark_all_processed(&[(event_id, episode)], at).await
     }
 
-    /// Writes the dedup marks of several events in one statement (one per [`ROWS_PER_STATEMENT`]).
+    /// Writes the dedup marks of several events in one statement (one per `ROWS_PER_STATEMENT`).
     ///
     /// # Errors
     /// [`Conflict::AlreadyProcessed`] naming the first event already marked; the others may have been
@@ -543,7 +543,7 @@ impl Tx {
     }
 
     /// Points refs at an episode. A ref it already holds is left alone; returns how many were new. One
-    /// statement per [`ROWS_PER_STATEMENT`] refs, and one more to find the owners when some were held.
+    /// statement per `ROWS_PER_STATEMENT` refs, and one more to find the owners when some were held.
     ///
     /// # Errors
     /// [`Conflict::RefHeldByOtherEpisode`] naming the first ref, in the order given, that belongs to
@@ -616,7 +616,7 @@ impl Tx {
     }
 
     /// The episodes that own these refs, in one statement: system, value and owner for each ref that has
-    /// one (at most [`ROWS_PER_STATEMENT`] refs).
+    /// one (at most `ROWS_PER_STATEMENT` refs).
     pub(crate) async fn ref_owners(
         &mut self,
         refs: &[(&str, &str)],
@@ -1019,7 +1019,7 @@ impl Tx {
     }
 
     /// Stores sharing decisions, each audited as [`Self::insert_decision`] audits it. They are written by
-    /// [`Self::flush`] in one statement per [`ROWS_PER_STATEMENT`].
+    /// [`Self::flush`] in one statement per `ROWS_PER_STATEMENT`.
     ///
     /// # Errors
     /// [`Conflict::DecisionExists`] when this transaction already holds a decision about the same event
@@ -1085,7 +1085,7 @@ impl Tx {
     }
 
     /// Puts rendered deliveries in the outbox, in order, each audited as [`Self::enqueue`] audits it. They
-    /// are written by [`Self::flush`] in one statement per [`ROWS_PER_STATEMENT`].
+    /// are written by [`Self::flush`] in one statement per `ROWS_PER_STATEMENT`.
     ///
     /// # Errors
     /// [`Conflict::DeliveryExists`] when this transaction already holds a delivery with the same message
