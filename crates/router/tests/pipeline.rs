@@ -4,13 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use concordat_bus::{
-    BusConfig, IncomingMessage, Outcome, OutgoingMessage, Publisher, Subscription, Topology, TraceParent, consume,
+    IncomingMessage, Outcome, OutgoingMessage, Publisher, Subscription, Topology, TraceParent, consume,
 };
 use concordat_episode::{CrisisEvent, EPISODE_SYSTEM, EpisodeId, Identifier, NonEmptyString, parse_event};
 use concordat_router::{EPISODE_HEADER, KIND_HEADER, Router, run_relay, run_router};
@@ -19,6 +21,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::common::bus;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -26,14 +30,6 @@ fn root() -> PathBuf {
 fn example(name: &str) -> CrisisEvent {
     let path = root().join("schemas/examples/crisis-event/valid").join(format!("{name}.json"));
     parse_event(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn bus() -> BusConfig {
-    let mut config: BusConfig = serde_json::from_str("{}").unwrap();
-    if let Ok(url) = std::env::var("CONCORDAT_AMQP_URL") {
-        config.amqp_url = url;
-    }
-    config
 }
 
 struct Harness {

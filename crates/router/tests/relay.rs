@@ -4,12 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use concordat_bus::{BusConfig, IncomingMessage, Outcome, Publisher, Subscription, Topology, consume};
+use concordat_bus::{IncomingMessage, Outcome, Publisher, Subscription, Topology, consume};
 use concordat_episode::{AgencyId, EventId};
 use concordat_router::{HandedRows, Handoff, handoff, run_relay};
 use concordat_store::{DeliveryId, NewDelivery, PendingDelivery, Store};
@@ -18,15 +20,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const AGENCY: &str = "northvale-mh";
+use crate::common::bus;
 
-fn bus() -> BusConfig {
-    let mut config: BusConfig = serde_json::from_str("{}").unwrap();
-    if let Ok(url) = std::env::var("CONCORDAT_AMQP_URL") {
-        config.amqp_url = url;
-    }
-    config
-}
+const AGENCY: &str = "northvale-mh";
 
 struct Harness {
     topology: Topology,
