@@ -121,7 +121,9 @@ async fn queue_depths_count_what_waits_in_each_queue() {
 }
 
 /// `consume_batches` hands over what is waiting, never more than `max_batch`, and settles each message by
-/// its own outcome: acked, dead-lettered, or (given no outcome) requeued and seen again.
+/// its own outcome: acked, dead-lettered, or (given no outcome) requeued and seen again. A batch of acks
+/// only (b-8 to b-15, as they usually fall) is settled in one frame, which must leave the batches around it
+/// as they are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_hold_what_is_waiting_and_settle_each_message_by_its_outcome() {
     let config = config();
