@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use concordat_bus::{OutgoingMessage, Publisher, TRACEPARENT_HEADER, TraceParent};
+use concordat_bus::{Backoff, OutgoingMessage, Publisher, TRACEPARENT_HEADER, TraceParent};
 use concordat_store::{DeliveryId, PendingDelivery, Store, StoreError, Tx};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,11 @@ const MARK_WAIT: Duration = Duration::from_millis(50);
 /// The first wait after a failed round; it doubles with each failure, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The waits after failed rounds: [`FIRST_BACKOFF`] doubling up to [`MAX_BACKOFF`].
+fn backoff() -> Backoff {
+    Backoff::try_new(FIRST_BACKOFF, MAX_BACKOFF).expect("the relay's backoff constants are valid")
+}
 
 /// What the router and the relay of one process share.
 #[derive(Debug, Default)]
@@ -233,7 +238,7 @@ enum Mode {
 impl Relay {
     async fn run(&self, mut handed: Option<HandedRows>, shutdown: &CancellationToken) {
         let mut mode = Mode::CatchingUp;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = backoff();
         let mut next_look = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             let failed = match mode {
@@ -286,11 +291,11 @@ impl Relay {
                 }
             };
             match failed {
-                None => backoff = FIRST_BACKOFF,
+                None => backoff.reset(),
                 Some(error) => {
-                    warn!(message = "Relay failed; retrying.", %error, delay_ms = backoff.as_millis());
-                    idle(backoff, shutdown).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let delay = backoff.next_delay();
+                    warn!(message = "Relay failed; retrying.", %error, delay_ms = delay.as_millis());
+                    idle(delay, shutdown).await;
                     mode = Mode::CatchingUp;
                 }
             }
@@ -430,7 +435,7 @@ impl Relay {
 /// `relay_done` fires, it writes what is due and ends; what cannot be marked then is left pending, to be
 /// published again under the same ids at the next start.
 async fn run_marker(store: Store, shared: Arc<Shared>, relay_done: CancellationToken) {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = backoff();
     loop {
         if shared.due().is_empty() {
             tokio::select! {
@@ -454,17 +459,17 @@ async fn run_marker(store: Store, shared: Arc<Shared>, relay_done: CancellationT
                     ms = started.elapsed().as_secs_f64() * 1000.0
                 );
                 shared.land(groups.into_iter().flat_map(|(ids, _)| ids));
-                backoff = FIRST_BACKOFF;
+                backoff.reset();
             }
             Err(error) if relay_done.is_cancelled() => {
                 warn!(message = "Marking deliveries sent failed at shutdown; they will be published again.", %error);
                 break;
             }
             Err(error) => {
-                warn!(message = "Marking deliveries sent failed; retrying.", %error, delay_ms = backoff.as_millis());
+                let delay = backoff.next_delay();
+                warn!(message = "Marking deliveries sent failed; retrying.", %error, delay_ms = delay.as_millis());
                 shared.put_back(groups);
-                idle(backoff, &relay_done).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                idle(delay, &relay_done).await;
             }
         }
     }

@@ -83,8 +83,13 @@ impl Tx {
     /// [`Conflict::DecisionExists`] or [`Conflict::DeliveryExists`] naming the first row an earlier
     /// transaction already stored; then drop the transaction. [`StoreError::Database`] otherwise.
     pub async fn flush(&mut self) -> Result<(), StoreError> {
+        self.flush_marking().await.map(|_| ())
+    }
+
+    /// [`Self::flush`], returning how many deliveries it marked sent.
+    pub(crate) async fn flush_marking(&mut self) -> Result<u64, StoreError> {
         if self.deferred.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let deferred = std::mem::take(&mut self.deferred);
         if let Some(ahead) = &mut self.ahead {
@@ -110,25 +115,30 @@ impl Tx {
             keys: std::mem::take(&mut self.deferred.keys),
             ..Deferred::default()
         };
-        self.write(&structure).await
+        self.write(&structure).await.map(|_| ())
     }
 
-    async fn write(&mut self, deferred: &Deferred) -> Result<(), StoreError> {
+    /// Writes `deferred`; returns how many deliveries it marked sent.
+    async fn write(&mut self, deferred: &Deferred) -> Result<u64, StoreError> {
         let backend = self.backend();
         let (statements, expected) = statements(backend, deferred)?;
         let returned = self.run_all(&statements, returned).await?;
         self.check(&expected, &returned).await?;
-        // Audited in the order given, and only what was still pending.
+        // Audited in the order given, once each, and only what was still pending.
+        let mut marked: Vec<&Uuid> = Vec::new();
         for (ids, at) in &deferred.sent {
             for id in ids {
-                if returned.iter().any(|row| matches!(row, Returned::Id(part, found) if part == "sent" && found == id))
-                {
+                let sent = returned
+                    .iter()
+                    .any(|row| matches!(row, Returned::Id(part, found) if part == "sent" && found == id));
+                if sent && !marked.contains(&id) {
+                    marked.push(id);
                     let delivery_id = crate::model::DeliveryId(*id);
                     self.append_audit(*at, crate::audit::AuditRecord::DeliverySent { delivery_id });
                 }
             }
         }
-        Ok(())
+        Ok(marked.len() as u64)
     }
 
     /// Runs `statements` in order, in one call on SQLite and one after another on PostgreSQL, and decodes

@@ -1383,33 +1383,8 @@ impl Tx {
         ids: &[crate::model::DeliveryId],
         at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        self.flush().await?;
-        let at = micros(at);
-        let ids = first_of_each(ids.iter().copied());
-        let mut marked = 0;
-        for chunk in ids.chunks(8 * ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "UPDATE outbox SET status = 'sent', sent_at = {} WHERE status = 'pending' AND delivery_id IN ({}) \
-                 RETURNING delivery_id",
-                list(self.backend(), 1, 1),
-                list(self.backend(), 2, chunk.len())
-            );
-            let sent: Vec<Uuid> = on!(self, |c| {
-                let mut query = sqlx::query(&sql).bind(at);
-                for id in chunk {
-                    query = query.bind(id.0);
-                }
-                query.fetch_all(&mut **c).await?.iter().map(|row| row.uuid("delivery_id")).collect::<Result<_, _>>()?
-            });
-            // Audited in the order given.
-            for id in chunk {
-                if sent.contains(&id.0) {
-                    marked += 1;
-                    self.audit.push((at, AuditRecord::DeliverySent { delivery_id: *id }));
-                }
-            }
-        }
-        Ok(marked)
+        self.mark_sent_at_flush(ids, at);
+        self.flush_marking().await
     }
 
     pub(crate) async fn mark_failed(
