@@ -33,6 +33,8 @@ fn benches(c: &mut Criterion) {
         recipient: AgencyId::new("northvale-mh").unwrap(),
         recipient_kind: AgencyKind::Nhs,
         source_name: "Northvale Safe Haven".to_owned(),
+        source_ods: None,
+        recipient_ods: None,
         episode_id: None,
         episode_refs: Vec::new(),
         decision_id: Uuid::from_u128(1),

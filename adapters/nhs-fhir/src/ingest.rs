@@ -5,18 +5,20 @@
 //! bad entry is reported at its JSON Pointer without hiding problems in the others. Every problem found is
 //! listed; none quotes a value.
 //!
-//! Which resource yields which event (the codes are those of [`crate::mapping`]):
+//! First, the crisis-care gate (`gate.rs`): a resource that carries no mental-health or crisis signal yields
+//! no event, whatever its status, because an event can reach police and councils. Then, which resource yields
+//! which event (the codes are those of [`crate::mapping`]):
 //!
-//! | resource | when | event |
+//! | resource | when (and crisis care) | event |
 //! | --- | --- | --- |
-//! | Encounter | at a place of safety (legal status s135/s136, or a place-of-safety type or Location), status `arrived`, `triaged`, `in-progress` or `onleave` | `nhs.place_of_safety_arrival`, with `legal_status` and `place_of_safety` |
-//! | Encounter | `finished`, at a place of safety or with a legal status or a mapped `dischargeDisposition` | `nhs.assessment_outcome`, with `disposition` |
+//! | Encounter | at a place of safety (legal status s135/s136, or a Concordat place-of-safety type or Location), status `arrived`, `triaged`, `in-progress` or `onleave` | `nhs.place_of_safety_arrival`, with `legal_status` and `place_of_safety` |
+//! | Encounter | `finished`, at a place of safety, with a legal status, or with an outcome coded in `urn:concordat:disposition` | `nhs.assessment_outcome`, with `disposition` |
 //! | Encounter | `finished`, otherwise | `nhs.discharge` |
 //! | EpisodeOfCare | `planned`, `waitlist`; or `active`/`onhold` for a service other than CRHT | `nhs.referral` |
 //! | EpisodeOfCare | `active`/`onhold` for CRHT (`urn:concordat:service#crisis_resolution_home_treatment`) | `nhs.assessment_outcome`, `referred_home_treatment` |
 //! | EpisodeOfCare | `finished` | `nhs.discharge` |
-//! | ServiceRequest | `active`, `completed`, `draft`, `on-hold` | `nhs.referral` with `details.referral` |
-//! | Flag | `active` (risk at its mapped or the configured level) or `inactive` (no risk) | `nhs.risk_flag` |
+//! | ServiceRequest | `active`, `completed`, `draft`, `on-hold` | `nhs.referral` with `details.referral` (urgency from `priority`, else the urgency table: BaRS clinical urgency) |
+//! | Flag | with a risk code (a grade of the risk table, or a Concordat risk factor): `active` (risk at its grade; no grade is refused, never guessed) or `inactive` (no risk) | `nhs.risk_flag` |
 //! | CarePlan | category SNOMED CT 736253002 | `nhs.crisis_plan`, `summary` from `description` (or `title`) |
 //! | Communication | a category, topic or reason coded `urn:concordat:event-kind#nhs.*` | that kind, `notes` from the payload strings |
 //! | Observation | code SNOMED CT 225338004 | its risk applies to every other event about the same patient; alone, it is an `nhs.risk_flag` |
@@ -24,12 +26,17 @@
 //! | Condition | any | its codes join `details.codes` of its Encounter's event, or of every event about the patient |
 //! | Patient | any | its demographics become the `subject` of the events that reference it |
 //! | Organization, Location, MessageHeader, Practitioner, PractitionerRole | any | read where referenced; no event |
+//! | any other FHIR R4 resource (AllergyIntolerance, MedicationStatement, QuestionnaireResponse, ...) | any | none: skipped |
 //!
-//! A status that yields no event (`cancelled`, `entered-in-error`, a `planned` Encounter, a revoked request) is
-//! an error rather than silence, so the sender learns that nothing was shared. Patients are found through
-//! `subject`/`patient` references resolved inside the Bundle (`urn:uuid:` fullUrls, `Type/id` relative
-//! references, absolute URLs) or a logical reference by NHS number. Correlation refs: each event carries its
-//! resource's identifiers, plus every identifier in the payload in the episode or a police-incident system.
+//! A whole message is read: an entry that yields no event (not crisis care, a status with no event, a vital
+//! sign, a context Encounter, an allergy, a resource nothing reads) is skipped and named in a warning at its
+//! JSON Pointer, which the gateway returns in its `202` body and `translate` prints on stderr. The payload is
+//! refused only when an entry that would be an event is broken (an unresolvable or mistyped reference, an
+//! invalid NHS number, no time), or when nothing in it is a crisis event; then every reason is listed. Patients
+//! are found through `subject`/`patient` references resolved inside the Bundle (`urn:uuid:` fullUrls,
+//! `Type/id` relative references, absolute URLs, a bare id that one entry has) or a logical reference by NHS
+//! number. Correlation refs: each event carries its resource's identifiers, plus every identifier in the
+//! payload in the episode or a police-incident system.
 //!
 //! This module does not validate events against the canonical schema (the gateway does, and the tests check that
 //! every event passes), and does not deduplicate: `event_id` is derived from the agency, the resource's
@@ -40,7 +47,7 @@ use std::borrow::Cow;
 use chrono::{DateTime as ChronoDateTime, FixedOffset, NaiveDate};
 use concordat_episode::{
     AgencyId, Coding, Consent, ConsentStatus, CrisisEvent, Details, Disposition, EPISODE_SYSTEM, EpisodeLink, EventId,
-    EventKind, Gender, Identifier, IngestContext, IngestError, InputLocation, InputProblem, LegalStatus,
+    EventKind, Gender, Identifier, IngestContext, IngestError, Ingested, InputLocation, InputProblem, LegalStatus,
     NHS_NUMBER_SYSTEM, Name, NhsNumber, NonEmptyString, OdsCode, POLICE_INCIDENT_SYSTEM_PREFIX, PlaceOfSafety,
     PlaceOfSafetyKind, PostcodeDistrict, Provenance, Referral, Risk, RiskFactor, Sha256Hex, Source, SourceScale,
     Subject, Timestamp, Urgency,
@@ -58,20 +65,17 @@ use fhir_sdk::r4b::types::{
     Annotation, CodeableConcept, Coding as FhirCoding, Extension, ExtensionValue, Identifier as FhirIdentifier, Meta,
     Reference,
 };
-use fhir_sdk::{Date, DateTime, Instant};
+use fhir_sdk::{Date, Instant};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
+use crate::gate::{self, Moment};
 use crate::mapping::{self, Meaning};
 use crate::{ADAPTER_NAME, CONTENT_TYPES, FORMAT, NhsFhirConfig};
 
 /// See [`crate::ingest`].
-pub(crate) fn ingest(
-    payload: &[u8],
-    cx: &IngestContext,
-    config: &NhsFhirConfig,
-) -> Result<Vec<CrisisEvent>, IngestError> {
+pub(crate) fn ingest(payload: &[u8], cx: &IngestContext, config: &NhsFhirConfig) -> Result<Ingested, IngestError> {
     check_content_type(&cx.content_type)?;
     let document = read_document(payload)?;
     let mut reader = Reader::new(document, config);
@@ -82,7 +86,7 @@ pub(crate) fn ingest(
     let digest = Sha256Hex::digest(payload);
     let system = reader.system.take().unwrap_or_else(|| config.system.clone());
     let events = drafts.into_iter().map(|draft| draft.into_event(cx, &system, &digest)).collect::<Vec<_>>();
-    Ok(events)
+    Ok(Ingested { events, warnings: reader.warnings })
 }
 
 fn check_content_type(content_type: &str) -> Result<(), IngestError> {
@@ -150,6 +154,9 @@ enum Parsed {
     MessageHeader(MessageHeader),
     /// Read for completeness of references only (Practitioner, PractitionerRole).
     Other,
+    /// A FHIR resource this adapter does not read (an AllergyIntolerance, a MedicationStatement, a
+    /// QuestionnaireResponse, ...): it travels beside the crisis content and is skipped with a warning.
+    Unread,
 }
 
 struct Entry {
@@ -295,10 +302,21 @@ fn read_entry(
     full_url: Option<String>,
 ) -> Result<Entry, InputProblem> {
     if !SUPPORTED.contains(&resource_type) {
-        return Err(InputProblem::at(
-            format!("{pointer}/resourceType"),
-            format!("unsupported resource type: expected one of {}", SUPPORTED.join(", ")),
-        ));
+        if !is_fhir_resource_type(resource_type) {
+            return Err(InputProblem::at(
+                format!("{pointer}/resourceType"),
+                "unknown resource type: not a FHIR R4 resource",
+            ));
+        }
+        let id = other_id(text);
+        return Ok(Entry {
+            pointer,
+            full_url,
+            resource_type: resource_type.to_owned(),
+            id,
+            meta_updated: None,
+            parsed: Parsed::Unread,
+        });
     }
     let parsed = match resource_type {
         "Patient" => Parsed::Patient(typed(text, &pointer, resource_type)?),
@@ -330,10 +348,37 @@ fn read_entry(
         Parsed::Organization(r) => (r.id.clone(), r.meta.as_ref()),
         Parsed::Location(r) => (r.id.clone(), r.meta.as_ref()),
         Parsed::MessageHeader(r) => (r.id.clone(), r.meta.as_ref()),
-        Parsed::Other => (other_id(text), None),
+        Parsed::Other | Parsed::Unread => (other_id(text), None),
     };
     let meta_updated = meta.and_then(|meta: &Meta| meta.last_updated.as_ref()).and_then(instant);
     Ok(Entry { pointer, full_url, resource_type: resource_type.to_owned(), id, meta_updated, parsed })
+}
+
+/// A resource type with its indefinite article, for messages ("an Organization", "a Patient").
+fn with_article(resource_type: &str) -> String {
+    let vowel = resource_type.starts_with(['A', 'E', 'I', 'O', 'U']);
+    format!("{} {resource_type}", if vowel { "an" } else { "a" })
+}
+
+/// Whether a name is a FHIR R4 resource type: one the R4B models know, or one of the thirteen that R4 has and
+/// R4B removed (which no model here can parse, and which carry no crisis content anyway).
+fn is_fhir_resource_type(name: &str) -> bool {
+    const R4_ONLY: &[&str] = &[
+        "EffectEvidenceSynthesis",
+        "MedicinalProduct",
+        "MedicinalProductAuthorization",
+        "MedicinalProductContraindication",
+        "MedicinalProductIndication",
+        "MedicinalProductIngredient",
+        "MedicinalProductInteraction",
+        "MedicinalProductManufactured",
+        "MedicinalProductPackaged",
+        "MedicinalProductPharmaceutical",
+        "MedicinalProductUndesirableEffect",
+        "RiskEvidenceSynthesis",
+        "SubstanceSpecification",
+    ];
+    name.parse::<fhir_sdk::r4b::resources::ResourceType>().is_ok() || R4_ONLY.contains(&name)
 }
 
 fn other_id(text: &str) -> Option<String> {
@@ -473,6 +518,8 @@ struct RiskFact {
 }
 
 struct CodesFact {
+    /// The Condition's entry.
+    entry: usize,
     patient: Option<PatientKey>,
     encounter: Option<usize>,
     codes: Vec<Coding>,
@@ -482,6 +529,11 @@ struct Reader<'c> {
     document: Document,
     config: &'c NhsFhirConfig,
     problems: Vec<InputProblem>,
+    /// What was left out, and why: the sender's to read, the payload's to keep.
+    warnings: Vec<InputProblem>,
+    /// Per entry: whether it yielded an event, was read for one, or was already named in a warning. What is
+    /// none of these by the end is named in a warning of its own, so nothing is left out silently.
+    handled: Vec<bool>,
     /// The Subject of each Patient entry (by entry index), built once.
     subjects: Vec<Option<Subject>>,
     /// Patient entries whose NHS number was already reported as invalid.
@@ -497,10 +549,13 @@ struct Reader<'c> {
 impl<'c> Reader<'c> {
     fn new(mut document: Document, config: &'c NhsFhirConfig) -> Self {
         let problems = std::mem::take(&mut document.problems);
+        let handled = vec![false; document.entries.len()];
         Self {
             document,
             config,
             problems,
+            warnings: Vec::new(),
+            handled,
             subjects: Vec::new(),
             invalid_numbers: Vec::new(),
             correlation: Vec::new(),
@@ -518,34 +573,54 @@ impl<'c> Reader<'c> {
         let mut drafts = Vec::new();
         for index in 0..self.document.entries.len() {
             if let Some(draft) = self.translate_entry(index) {
+                self.mark(index);
                 drafts.push(draft);
             }
         }
-        // A risk assessment qualifies the other events about its patient; alone, it is the event.
+        self.qualify(&mut drafts);
+        self.name_the_rest();
+        if drafts.is_empty() && self.problems.is_empty() {
+            // Nothing to share, and nothing broken: the reasons each entry was left out are the refusal.
+            self.problems.push(InputProblem {
+                location: InputLocation::Document,
+                detail: "nothing in the payload is a crisis event: every entry was left out, as listed".to_owned(),
+            });
+            self.problems.append(&mut self.warnings);
+        }
+        drafts
+    }
+
+    /// Applies the facts that qualify events (a risk assessment, a Consent, a Condition's codes, correlating
+    /// identifiers) to the events about the same patient; a risk assessment with no other event is the event.
+    fn qualify(&mut self, drafts: &mut Vec<Draft>) {
         let risks = std::mem::take(&mut self.risks);
+        // Entries read for an event; marked once the loops below no longer borrow the facts.
+        let mut read = Vec::new();
         if drafts.is_empty() {
-            drafts = risks
-                .into_iter()
-                .map(|fact| {
-                    let mut draft = fact.draft;
-                    draft.risk = fact.risk;
-                    draft
-                })
-                .collect();
+            for fact in risks {
+                read.push(fact.draft.entry);
+                let mut draft = fact.draft;
+                draft.risk = fact.risk;
+                drafts.push(draft);
+            }
         } else {
             for fact in &risks {
                 for draft in drafts.iter_mut().filter(|draft| draft.risk.is_none() && draft.patient == fact.patient) {
                     draft.risk.clone_from(&fact.risk);
+                    read.push(fact.draft.entry);
                 }
             }
         }
-        for draft in &mut drafts {
+        for draft in drafts.iter_mut() {
             for (patient, consent, entry) in &self.consents {
                 let later = draft.consent.as_ref().is_none_or(|(current, current_entry)| {
                     (consent.recorded_at, *entry) >= (current.recorded_at, *current_entry)
                 });
                 if *patient == draft.patient && later {
                     draft.consent = Some((consent.clone(), *entry));
+                }
+                if *patient == draft.patient {
+                    read.push(*entry);
                 }
             }
             for fact in &self.codes {
@@ -554,6 +629,7 @@ impl<'c> Reader<'c> {
                     None => fact.patient == draft.patient,
                 };
                 if applies {
+                    read.push(fact.entry);
                     for code in &fact.codes {
                         if !draft.details.codes.contains(code) {
                             draft.details.codes.push(code.clone());
@@ -567,15 +643,43 @@ impl<'c> Reader<'c> {
                 }
             }
         }
-        if drafts.is_empty() && self.problems.is_empty() {
-            self.problems.push(InputProblem {
-                location: InputLocation::Document,
-                detail: "no resource in the payload yields a Concordat event (Encounter, EpisodeOfCare, \
-                         ServiceRequest, Flag, CarePlan, Communication or a risk Observation)"
-                    .to_owned(),
-            });
+        for index in read {
+            self.mark(index);
         }
-        drafts
+    }
+
+    /// Names in a warning every entry that neither yielded an event, nor was read for one, nor was left out
+    /// with a reason already.
+    fn name_the_rest(&mut self) {
+        for index in 0..self.document.entries.len() {
+            if self.handled[index] {
+                continue;
+            }
+            let Some(entry) = self.document.entries.get(index) else { continue };
+            let detail = match entry.parsed {
+                Parsed::Unread => format!("{} carries no crisis event: skipped", entry.resource_type),
+                Parsed::Consent(_) | Parsed::Condition(_) | Parsed::Observation(_) => format!(
+                    "{} qualifies only the events about its patient, and this payload has none: skipped",
+                    entry.resource_type
+                ),
+                _ => format!("{} yields no event and no event reads it: skipped", entry.resource_type),
+            };
+            let warning = InputProblem::at(entry.pointer.clone(), detail);
+            self.warnings.push(warning);
+        }
+    }
+
+    /// Records that an entry yielded an event or was read for one.
+    fn mark(&mut self, index: usize) {
+        if let Some(handled) = self.handled.get_mut(index) {
+            *handled = true;
+        }
+    }
+
+    /// Leaves an entry out with a reason the sender is told.
+    fn skip(&mut self, index: usize, pointer: impl Into<String>, detail: impl Into<String>) {
+        self.mark(index);
+        self.warnings.push(InputProblem::at(pointer, detail));
     }
 
     fn read_patients(&mut self) {
@@ -601,10 +705,23 @@ impl<'c> Reader<'c> {
         if let Some(identifier) = &self.document.identifier {
             found.push(identifier.clone());
         }
-        for entry in &self.document.entries {
+        for (index, entry) in self.document.entries.iter().enumerate() {
             if let Parsed::MessageHeader(header) = &entry.parsed {
                 let source = &header.source;
                 self.system = source.name.clone().or_else(|| source.software.clone()).filter(|name| !name.is_empty());
+                // The envelope is read for every event, and so are the parties it names: never left out.
+                let parties =
+                    header.sender.iter().chain(header.responsible.iter()).chain(header.author.iter()).chain(
+                        header.destination.iter().flatten().filter_map(|destination| destination.receiver.as_ref()),
+                    );
+                let named = parties
+                    .filter_map(|party| party.reference.as_deref())
+                    .filter_map(|target| find_entry(&self.document.entries, target));
+                for read in std::iter::once(index).chain(named) {
+                    if let Some(handled) = self.handled.get_mut(read) {
+                        *handled = true;
+                    }
+                }
             }
             found.extend(identifiers(entry_identifiers(&entry.parsed)));
         }
@@ -671,42 +788,74 @@ impl<'c> Reader<'c> {
             Parsed::Condition(condition) => {
                 let patient = self.patient(entries, Some(&condition.subject), &format!("{pointer}/subject"))?.0;
                 let encounter = match &condition.encounter {
-                    Some(reference) => self.resolve(entries, reference, &format!("{pointer}/encounter")).flatten(),
+                    Some(reference) => {
+                        self.resolve(entries, reference, &format!("{pointer}/encounter"), &["Encounter"]).flatten()
+                    }
                     None => None,
                 };
                 let mut codes = Vec::new();
                 push_codings(&mut codes, condition.code.as_ref());
-                self.codes.push(CodesFact { patient: Some(patient), encounter, codes });
+                self.codes.push(CodesFact { entry: index, patient: Some(patient), encounter, codes });
                 None
             }
+            // Read where an event refers to them, or named in a warning at the end.
             Parsed::Patient(_)
             | Parsed::Organization(_)
             | Parsed::Location(_)
             | Parsed::MessageHeader(_)
-            | Parsed::Other => None,
+            | Parsed::Other
+            | Parsed::Unread => None,
         }
     }
 
     // --- references -----------------------------------------------------------------------------------------
 
-    /// Resolves a reference inside the payload. `Some(Some(i))`: entry `i`; `Some(None)`: nothing to resolve (a
-    /// logical or display-only reference); `None`: a literal reference that does not resolve (reported).
-    fn resolve(&mut self, entries: &[Entry], reference: &Reference, pointer: &str) -> Option<Option<usize>> {
+    /// Resolves a reference inside the payload to an entry of one of the `expected` types (the first is named
+    /// in messages). `Some(Some(i))`: entry `i`, now marked as read; `Some(None)`: nothing to resolve (a
+    /// logical or display-only reference); `None`: a literal reference that does not resolve, or resolves to
+    /// a resource of another type (reported).
+    fn resolve(
+        &mut self,
+        entries: &[Entry],
+        reference: &Reference,
+        pointer: &str,
+        expected: &[&str],
+    ) -> Option<Option<usize>> {
         let Some(target) = reference.reference.as_deref() else { return Some(None) };
         if target.starts_with('#') {
             // A contained resource: nothing this adapter reads lives there.
             return Some(None);
         }
+        let wanted = expected.first().copied().unwrap_or("resource");
         if let Some(found) = find_entry(entries, target) {
+            let actual = entries.get(found).map_or("", |entry| entry.resource_type.as_str());
+            if !expected.is_empty() && !expected.contains(&actual) {
+                self.problems.push(InputProblem::at(
+                    format!("{pointer}/reference"),
+                    format!(
+                        "reference resolves to {}, where {} is expected",
+                        with_article(actual),
+                        with_article(wanted)
+                    ),
+                ));
+                return None;
+            }
+            self.mark(found);
             return Some(Some(found));
         }
         if reference.identifier.is_some() {
             return Some(None);
         }
         let detail = if self.document.is_bundle {
-            "reference does not resolve to any entry of this Bundle"
+            format!("reference does not resolve to any entry of this Bundle (expected {})", with_article(wanted))
+        } else if wanted == "Patient" {
+            "a single resource cannot resolve references: name the patient by identifier (NHS number) instead"
+                .to_owned()
         } else {
-            "reference cannot resolve: a single resource must reference its patient by identifier (NHS number)"
+            format!(
+                "a single resource cannot resolve references: send the {wanted} in a Bundle with it, or name it by \
+                 identifier"
+            )
         };
         self.problems.push(InputProblem::at(format!("{pointer}/reference"), detail));
         None
@@ -720,17 +869,8 @@ impl<'c> Reader<'c> {
         pointer: &str,
     ) -> Option<(PatientKey, Subject)> {
         let resolved = match reference {
-            Some(reference) => match self.resolve(entries, reference, pointer)? {
-                Some(index) => match self.subjects.get(index).cloned().flatten() {
-                    Some(subject) => Some((index, subject)),
-                    None => {
-                        self.problems.push(InputProblem::at(
-                            format!("{pointer}/reference"),
-                            "reference must point to a Patient",
-                        ));
-                        return None;
-                    }
-                },
+            Some(reference) => match self.resolve(entries, reference, pointer, &["Patient"])? {
+                Some(index) => Some((index, self.subjects.get(index).cloned().flatten()?)),
                 None => None,
             },
             None => {
@@ -807,7 +947,9 @@ impl<'c> Reader<'c> {
         if let Some(identifier) = &reference.identifier {
             found.push(identifier);
         }
-        let resolved = self.resolve(entries, reference, pointer).flatten();
+        // A performer, recipient or managing organisation may be any of these; only an Organization names an agency.
+        let parties = ["Organization", "HealthcareService", "PractitionerRole", "Practitioner", "CareTeam"];
+        let resolved = self.resolve(entries, reference, pointer, &parties).flatten();
         if let Some(Parsed::Organization(organization)) =
             resolved.and_then(|index| entries.get(index)).map(|e| &e.parsed)
         {
@@ -823,12 +965,17 @@ impl<'c> Reader<'c> {
         })
     }
 
-    fn when(&mut self, entry: &Entry, own: Option<Timestamp>, element: &str) -> Option<(Timestamp, Timestamp)> {
-        let Some(occurred) = own.or(entry.meta_updated).or(self.document.timestamp) else {
-            self.problems.push(InputProblem::at(
-                entry.pointer.clone(),
-                format!("no time for the event: expected {element}, meta.lastUpdated or Bundle.timestamp"),
-            ));
+    fn when(&mut self, entry: &Entry, own: Moment, element: &str) -> Option<(Timestamp, Timestamp)> {
+        let Some(occurred) = own.time().or(entry.meta_updated).or(self.document.timestamp) else {
+            let detail = if own == Moment::DateOnly {
+                format!(
+                    "{element} is a date without a time: an event needs a dateTime with a time and an offset \
+                     (or meta.lastUpdated or Bundle.timestamp)"
+                )
+            } else {
+                format!("no time for the event: expected {element}, meta.lastUpdated or Bundle.timestamp")
+            };
+            self.problems.push(InputProblem::at(entry.pointer.clone(), detail));
             return None;
         };
         let recorded = entry.meta_updated.or(self.document.timestamp).unwrap_or(occurred);
@@ -870,30 +1017,104 @@ impl<'c> Reader<'c> {
 
     fn encounter(&mut self, entries: &[Entry], index: usize, entry: &Entry, encounter: &Encounter) -> Option<Draft> {
         let pointer = entry.pointer.as_str();
-        let patient = self.patient(entries, encounter.subject.as_ref(), &format!("{pointer}/subject"));
+        let in_progress = match encounter.status {
+            EncounterStatus::Arrived
+            | EncounterStatus::Triaged
+            | EncounterStatus::InProgress
+            | EncounterStatus::Onleave => true,
+            EncounterStatus::Finished => false,
+            _ => {
+                let detail = "Encounter status yields no Concordat event (expected arrived, triaged, in-progress, \
+                              onleave or finished): skipped";
+                self.skip(index, format!("{pointer}/status"), detail);
+                return None;
+            }
+        };
+        if !self.encounter_is_crisis_care(entries, encounter) {
+            self.skip(index, pointer, format!("Encounter {}: skipped", gate::NOT_CRISIS_CARE));
+            return None;
+        }
         let mut codes = Vec::new();
         let legal_status = legal_status(&encounter.extension, &mut codes);
-        for concept in encounter.r#type.iter().flatten().chain(encounter.reason_code.iter().flatten()) {
+        let concepts = encounter_concepts(encounter);
+        for concept in &concepts {
             push_codings(&mut codes, Some(concept));
         }
         let disposition_concept = encounter.hospitalization.as_ref().and_then(|h| h.discharge_disposition.as_ref());
         push_codings(&mut codes, disposition_concept);
+        let place_of_safety = self.place_of_safety(entries, entry, encounter, legal_status);
+        if in_progress && place_of_safety.is_none() {
+            let detail = "an Encounter in progress yields an event only at a place of safety (legal status s135 or \
+                          s136, or a place-of-safety type or Location): skipped";
+            self.skip(index, pointer, detail);
+            return None;
+        }
+        let period = encounter.period.as_ref();
+        let start = Moment::of(period.and_then(|p| p.start.as_ref()));
+        let end = Moment::of(period.and_then(|p| p.end.as_ref()));
+        let (kind, own_time, element, disposition) = if in_progress {
+            (EventKind::NhsPlaceOfSafetyArrival, start, "Encounter.period.start", None)
+        } else if place_of_safety.is_some() || legal_status.is_some() || stated_disposition(disposition_concept) {
+            // An assessment's outcome: at a place of safety, under the Act, or stated in Concordat's own terms.
+            let disposition = self.disposition(disposition_concept, legal_status);
+            (EventKind::NhsAssessmentOutcome, end.or(start), "Encounter.period.end", disposition)
+        } else {
+            (EventKind::NhsDischarge, end.or(start), "Encounter.period.end", None)
+        };
+        let patient = self.patient(entries, encounter.subject.as_ref(), &format!("{pointer}/subject"))?;
+        let times = self.when(entry, own_time, element)?;
+        let details = Details { legal_status, place_of_safety, disposition, codes, ..Details::default() };
+        Some(self.draft(entry, index, kind, times, patient, &encounter.identifier, details))
+    }
 
+    /// The gate for an Encounter: its legal status, codes and own identifiers, and the Locations it names
+    /// (found without reporting anything, since a record that fails the gate is skipped, not refused).
+    fn encounter_is_crisis_care(&self, entries: &[Entry], encounter: &Encounter) -> bool {
+        let legal_status = encounter
+            .extension
+            .iter()
+            .filter(|extension| extension.url == mapping::LEGAL_STATUS_EXTENSION)
+            .flat_map(|extension| legal_status_concepts(extension))
+            .any(|concept| gate::in_codes(self.config, [concept]));
+        let location = encounter.location.iter().flatten().any(|location| {
+            let found = location.location.reference.as_deref().and_then(|target| find_entry(entries, target));
+            matches!(found.and_then(|i| entries.get(i)).map(|e| &e.parsed), Some(Parsed::Location(location))
+                if gate::at_location(self.config, location))
+        });
+        legal_status
+            || location
+            || gate::in_codes(self.config, encounter_concepts(encounter))
+            || gate::in_identifiers(&encounter.identifier)
+    }
+
+    /// Where the Encounter is a place of safety: under s135 or s136, or with a place-of-safety type or Location.
+    /// An emergency department (class `EMER`, or an `ER` type or Location) is not one by itself; it says which
+    /// kind of place of safety a detention brought the person to.
+    fn place_of_safety(
+        &mut self,
+        entries: &[Entry],
+        entry: &Entry,
+        encounter: &Encounter,
+        legal_status: Option<LegalStatus>,
+    ) -> Option<PlaceOfSafety> {
+        let pointer = entry.pointer.as_str();
         let mut place = PlaceFacts::default();
         for concept in encounter.r#type.iter().flatten() {
-            place.kind = place.kind.or_else(|| place_of_safety_kind(concept));
+            place.read_type(concept);
         }
         for (position, location) in encounter.location.iter().enumerate() {
             let Some(location) = location else { continue };
             let at = format!("{pointer}/location/{position}/location");
-            if let Some(found) = self.resolve(entries, &location.location, &at).flatten()
+            if let Some(found) = self.resolve(entries, &location.location, &at, &["Location"]).flatten()
                 && let Some(Parsed::Location(location)) = entries.get(found).map(|entry| &entry.parsed)
+                && let Some(managing) = place.read_location(entries, location)
             {
-                place.read_location(entries, location);
+                self.mark(managing);
             }
         }
         if let Some(provider) = &encounter.service_provider {
-            let found = self.resolve(entries, provider, &format!("{pointer}/serviceProvider")).flatten();
+            let at = format!("{pointer}/serviceProvider");
+            let found = self.resolve(entries, provider, &at, &["Organization"]).flatten();
             let organization = match found.and_then(|i| entries.get(i)).map(|entry| &entry.parsed) {
                 Some(Parsed::Organization(organization)) => ods_code(&organization.identifier),
                 _ => provider.identifier.as_ref().and_then(|identifier| ods_of(identifier, mapping::ODS_ORGANIZATION)),
@@ -901,59 +1122,14 @@ impl<'c> Reader<'c> {
             place.ods_code = place.ods_code.take().or(organization);
         }
         let power = legal_status.is_some_and(mapping::is_place_of_safety_power);
-        let emergency = encounter.class.code.as_deref() == Some("EMER")
-            && encounter.class.system.as_deref() == Some(mapping::V3_ACT_CODE);
-        let at_place_of_safety = power || place.kind.is_some();
-        let place_of_safety = at_place_of_safety.then(|| PlaceOfSafety {
-            kind: place.kind.unwrap_or(if emergency {
-                PlaceOfSafetyKind::EmergencyDepartment
-            } else {
-                PlaceOfSafetyKind::HealthBased
-            }),
-            name: place.name.clone(),
-            ods_code: place.ods_code.clone(),
-        });
-
-        let period = encounter.period.as_ref();
-        let start = period.and_then(|p| p.start.as_ref()).and_then(date_time);
-        let end = period.and_then(|p| p.end.as_ref()).and_then(date_time);
-        let (kind, own_time, element, disposition) = match encounter.status {
-            EncounterStatus::Arrived
-            | EncounterStatus::Triaged
-            | EncounterStatus::InProgress
-            | EncounterStatus::Onleave => {
-                if !at_place_of_safety {
-                    self.problems.push(InputProblem::at(
-                        pointer,
-                        "an Encounter in progress yields an event only at a place of safety (legal status s135 or \
-                         s136, or a place-of-safety type or Location)",
-                    ));
-                    return None;
-                }
-                (EventKind::NhsPlaceOfSafetyArrival, start, "Encounter.period.start", None)
-            }
-            EncounterStatus::Finished => {
-                let disposition = self.disposition(disposition_concept, legal_status);
-                let kind = if at_place_of_safety || legal_status.is_some() || disposition.is_some() {
-                    EventKind::NhsAssessmentOutcome
-                } else {
-                    EventKind::NhsDischarge
-                };
-                (kind, end.or(start), "Encounter.period.end", disposition)
-            }
-            _ => {
-                self.problems.push(InputProblem::at(
-                    format!("{pointer}/status"),
-                    "Encounter status yields no Concordat event (expected arrived, triaged, in-progress, onleave or \
-                     finished)",
-                ));
-                return None;
-            }
-        };
-        let patient = patient?;
-        let times = self.when(entry, own_time, element)?;
-        let details = Details { legal_status, place_of_safety, disposition, codes, ..Details::default() };
-        Some(self.draft(entry, index, kind, times, patient, &encounter.identifier, details))
+        if !power && place.kind.is_none() {
+            return None;
+        }
+        let emergency = place.emergency
+            || (encounter.class.code.as_deref() == Some("EMER")
+                && encounter.class.system.as_deref() == Some(mapping::V3_ACT_CODE));
+        let fallback = if emergency { PlaceOfSafetyKind::EmergencyDepartment } else { PlaceOfSafetyKind::HealthBased };
+        Some(PlaceOfSafety { kind: place.kind.unwrap_or(fallback), name: place.name, ods_code: place.ods_code })
     }
 
     fn disposition(&self, concept: Option<&CodeableConcept>, legal_status: Option<LegalStatus>) -> Option<Disposition> {
@@ -964,7 +1140,12 @@ impl<'c> Reader<'c> {
         });
         let from_destination = || {
             codings()
-                .filter(|coding| coding.system.as_deref() == Some(mapping::DISCHARGE_DESTINATION_ENGLAND))
+                .filter(|coding| {
+                    matches!(
+                        coding.system.as_deref(),
+                        Some(mapping::DISCHARGE_DESTINATION_ENGLAND | mapping::DISCHARGE_DESTINATION_DATA_DICTIONARY)
+                    )
+                })
                 .find_map(|coding| coding.code.as_deref().and_then(|code| self.config.discharge_destinations.get(code)))
                 .copied()
         };
@@ -986,6 +1167,16 @@ impl<'c> Reader<'c> {
         episode: &EpisodeOfCare,
     ) -> Option<Draft> {
         let pointer = entry.pointer.as_str();
+        if matches!(episode.status, EpisodeOfCareStatus::Cancelled | EpisodeOfCareStatus::EnteredInError) {
+            let detail = "EpisodeOfCare status yields no Concordat event (expected planned, waitlist, active, onhold \
+                          or finished): skipped";
+            self.skip(index, format!("{pointer}/status"), detail);
+            return None;
+        }
+        if !gate::in_codes(self.config, episode.r#type.iter().flatten()) && !gate::in_identifiers(&episode.identifier) {
+            self.skip(index, pointer, format!("EpisodeOfCare {}: skipped", gate::NOT_CRISIS_CARE));
+            return None;
+        }
         let patient = self.patient(entries, Some(&episode.patient), &format!("{pointer}/patient"));
         let mut codes = Vec::new();
         for concept in episode.r#type.iter().flatten() {
@@ -998,23 +1189,15 @@ impl<'c> Reader<'c> {
         };
         let crht = service.as_deref() == Some(mapping::SERVICE_CRHT);
         let period = episode.period.as_ref();
-        let start = period.and_then(|p| p.start.as_ref()).and_then(date_time);
-        let end = period.and_then(|p| p.end.as_ref()).and_then(date_time);
+        let start = Moment::of(period.and_then(|p| p.start.as_ref()));
+        let end = Moment::of(period.and_then(|p| p.end.as_ref()));
         let (kind, own_time, disposition) = match episode.status {
-            EpisodeOfCareStatus::Planned | EpisodeOfCareStatus::Waitlist => (EventKind::NhsReferral, start, None),
             EpisodeOfCareStatus::Active | EpisodeOfCareStatus::Onhold if crht => {
                 (EventKind::NhsAssessmentOutcome, start, Some(Disposition::ReferredHomeTreatment))
             }
-            EpisodeOfCareStatus::Active | EpisodeOfCareStatus::Onhold => (EventKind::NhsReferral, start, None),
             EpisodeOfCareStatus::Finished => (EventKind::NhsDischarge, end.or(start), None),
-            EpisodeOfCareStatus::Cancelled | EpisodeOfCareStatus::EnteredInError => {
-                self.problems.push(InputProblem::at(
-                    format!("{pointer}/status"),
-                    "EpisodeOfCare status yields no Concordat event (expected planned, waitlist, active, onhold or \
-                     finished)",
-                ));
-                return None;
-            }
+            // Planned, waitlist, and active or on hold for another service; cancelled ones were skipped above.
+            _ => (EventKind::NhsReferral, start, None),
         };
         let patient = patient?;
         let times = self.when(entry, own_time, "EpisodeOfCare.period")?;
@@ -1035,18 +1218,14 @@ impl<'c> Reader<'c> {
         request: &ServiceRequest,
     ) -> Option<Draft> {
         let pointer = entry.pointer.as_str();
-        let patient = self.patient(entries, Some(&request.subject), &format!("{pointer}/subject"));
         if !matches!(
             request.status,
             RequestStatus::Active | RequestStatus::Completed | RequestStatus::Draft | RequestStatus::OnHold
         ) {
-            self.problems.push(InputProblem::at(
-                format!("{pointer}/status"),
-                "ServiceRequest status yields no Concordat event (expected active, completed, draft or on-hold)",
-            ));
+            let detail = "ServiceRequest status yields no Concordat event (expected active, completed, draft or on-hold): skipped";
+            self.skip(index, format!("{pointer}/status"), detail);
             return None;
         }
-        let mut codes = Vec::new();
         let concepts: Vec<&CodeableConcept> = request
             .code
             .iter()
@@ -1054,6 +1233,12 @@ impl<'c> Reader<'c> {
             .chain(request.performer_type.iter())
             .chain(request.reason_code.iter().flatten())
             .collect();
+        if !gate::in_codes(self.config, concepts.iter().copied()) && !gate::in_identifiers(&request.identifier) {
+            self.skip(index, pointer, format!("ServiceRequest {}: skipped", gate::NOT_CRISIS_CARE));
+            return None;
+        }
+        let patient = self.patient(entries, Some(&request.subject), &format!("{pointer}/subject"));
+        let mut codes = Vec::new();
         for concept in &concepts {
             push_codings(&mut codes, Some(concept));
         }
@@ -1064,17 +1249,20 @@ impl<'c> Reader<'c> {
             let found = self.agency(entries, performer, &format!("{pointer}/performer/{position}"));
             to_agency = to_agency.or(found);
         }
-        let urgency = request.priority.map(|priority| match priority {
-            RequestPriority::Routine => Urgency::Routine,
-            RequestPriority::Urgent => Urgency::Urgent,
-            RequestPriority::Asap | RequestPriority::Stat => Urgency::Emergency,
-        });
+        let urgency = request
+            .priority
+            .map(|priority| match priority {
+                RequestPriority::Routine => Urgency::Routine,
+                RequestPriority::Urgent => Urgency::Urgent,
+                RequestPriority::Asap | RequestPriority::Stat => Urgency::Emergency,
+            })
+            .or_else(|| self.urgency(concepts.iter().copied()));
         let occurrence = match &request.occurrence {
-            Some(ServiceRequestOccurrence::DateTime(when)) => date_time(when),
-            Some(ServiceRequestOccurrence::Period(period)) => period.start.as_ref().and_then(date_time),
-            _ => None,
+            Some(ServiceRequestOccurrence::DateTime(when)) => Moment::of(Some(when)),
+            Some(ServiceRequestOccurrence::Period(period)) => Moment::of(period.start.as_ref()),
+            _ => Moment::Missing,
         };
-        let own_time = request.authored_on.as_ref().and_then(date_time).or(occurrence);
+        let own_time = Moment::of(request.authored_on.as_ref()).or(occurrence);
         let patient = patient?;
         let times = self.when(entry, own_time, "ServiceRequest.authoredOn")?;
         let mut details = Details {
@@ -1092,30 +1280,49 @@ impl<'c> Reader<'c> {
 
     fn flag(&mut self, entries: &[Entry], index: usize, entry: &Entry, flag: &Flag) -> Option<Draft> {
         let pointer = entry.pointer.as_str();
-        let patient = self.patient(entries, Some(&flag.subject), &format!("{pointer}/subject"));
         let active = match flag.status {
             FlagStatus::Active => true,
             FlagStatus::Inactive => false,
             FlagStatus::EnteredInError => {
-                self.problems.push(InputProblem::at(
+                self.skip(
+                    index,
                     format!("{pointer}/status"),
-                    "Flag status entered-in-error yields no Concordat event",
+                    "Flag status entered-in-error yields no Concordat event: skipped",
+                );
+                return None;
+            }
+        };
+        // Only a mapped risk code (a grade of the risk table, or a Concordat risk factor) makes a Flag a risk
+        // flag: a Flag about a diet or an allergy is not one. No level is ever guessed: an active risk flag
+        // whose grade the trust has not mapped is refused, so that the trust maps it.
+        let graded = self.grade(std::iter::once(&flag.code));
+        let factors = risk_factors(std::iter::once(&flag.code).chain(flag.category.iter().flatten()));
+        let risk_code = graded.is_some() || !risk_factors(std::iter::once(&flag.code)).is_empty();
+        if !risk_code {
+            let detail = "Flag is not a risk flag: none of its codes is a risk grade (risk_grades) or a Concordat risk \
+                          factor, so it is not shared: skipped";
+            self.skip(index, format!("{pointer}/code"), detail);
+            return None;
+        }
+        let risk = match (active, graded) {
+            (false, _) => None,
+            (true, Some((level, source_scale))) => Some(Risk { level, factors, source_scale }),
+            (true, None) => {
+                self.problems.push(InputProblem::at(
+                    format!("{pointer}/code"),
+                    "an active risk Flag needs a grade: add a coding in urn:concordat:risk-level, or map the trust's \
+                     grade in risk_grades (no level is assumed)",
                 ));
                 return None;
             }
         };
+        let patient = self.patient(entries, Some(&flag.subject), &format!("{pointer}/subject"));
         let mut codes = Vec::new();
         push_codings(&mut codes, Some(&flag.code));
         for concept in flag.category.iter().flatten() {
             push_codings(&mut codes, Some(concept));
         }
-        let factors = risk_factors(std::iter::once(&flag.code).chain(flag.category.iter().flatten()));
-        let risk = active.then(|| {
-            let graded = self.grade(std::iter::once(&flag.code));
-            let (level, source_scale) = graded.unwrap_or((self.config.flag_default_level, None));
-            Risk { level, factors, source_scale }
-        });
-        let own_time = flag.period.as_ref().and_then(|p| p.start.as_ref()).and_then(date_time);
+        let own_time = Moment::of(flag.period.as_ref().and_then(|p| p.start.as_ref()));
         let patient = patient?;
         let times = self.when(entry, own_time, "Flag.period.start")?;
         let details = Details { summary: flag.code.text.clone(), codes, ..Details::default() };
@@ -1126,7 +1333,6 @@ impl<'c> Reader<'c> {
 
     fn care_plan(&mut self, entries: &[Entry], index: usize, entry: &Entry, plan: &CarePlan) -> Option<Draft> {
         let pointer = entry.pointer.as_str();
-        let patient = self.patient(entries, Some(&plan.subject), &format!("{pointer}/subject"));
         let crisis_plan = plan
             .category
             .iter()
@@ -1134,29 +1340,24 @@ impl<'c> Reader<'c> {
             .flat_map(|concept| concept.coding.iter().flatten())
             .any(|coding| meaning(coding) == Some(Meaning::CrisisPlan));
         if !crisis_plan {
-            self.problems.push(InputProblem::at(
-                format!("{pointer}/category"),
-                "CarePlan is not a mental health crisis plan (category SNOMED CT 736253002)",
-            ));
+            let detail = "CarePlan is not a mental health crisis plan (category SNOMED CT 736253002), so it is not \
+                          shared: skipped";
+            self.skip(index, format!("{pointer}/category"), detail);
             return None;
         }
         if matches!(plan.status, RequestStatus::Revoked | RequestStatus::EnteredInError) {
-            self.problems.push(InputProblem::at(
-                format!("{pointer}/status"),
-                "CarePlan status yields no Concordat event (expected active, completed, draft, on-hold or unknown)",
-            ));
+            let detail = "CarePlan status yields no Concordat event (expected active, completed, draft, on-hold or \
+                          unknown): skipped";
+            self.skip(index, format!("{pointer}/status"), detail);
             return None;
         }
+        let patient = self.patient(entries, Some(&plan.subject), &format!("{pointer}/subject"));
         let mut codes = Vec::new();
         for concept in plan.category.iter().flatten() {
             push_codings(&mut codes, Some(concept));
         }
-        let own_time = plan
-            .period
-            .as_ref()
-            .and_then(|p| p.start.as_ref())
-            .and_then(date_time)
-            .or_else(|| plan.created.as_ref().and_then(date_time));
+        let own_time =
+            Moment::of(plan.period.as_ref().and_then(|p| p.start.as_ref())).or(Moment::of(plan.created.as_ref()));
         let patient = patient?;
         let times = self.when(entry, own_time, "CarePlan.period.start or CarePlan.created")?;
         let details = Details {
@@ -1176,16 +1377,13 @@ impl<'c> Reader<'c> {
         communication: &Communication,
     ) -> Option<Draft> {
         let pointer = entry.pointer.as_str();
-        let patient = self.patient(entries, communication.subject.as_ref(), &format!("{pointer}/subject"));
         if !matches!(
             communication.status,
             EventStatus::Completed | EventStatus::InProgress | EventStatus::Preparation | EventStatus::OnHold
         ) {
-            self.problems.push(InputProblem::at(
-                format!("{pointer}/status"),
-                "Communication status yields no Concordat event (expected completed, in-progress, preparation or \
-                 on-hold)",
-            ));
+            let detail = "Communication status yields no Concordat event (expected completed, in-progress, \
+                          preparation or on-hold): skipped";
+            self.skip(index, format!("{pointer}/status"), detail);
             return None;
         }
         let concepts: Vec<&CodeableConcept> = communication
@@ -1213,15 +1411,15 @@ impl<'c> Reader<'c> {
             }
         }
         let Some(kind) = kind else {
-            self.problems.push(InputProblem::at(
-                format!("{pointer}/category"),
-                format!(
-                    "Communication names no NHS event kind: expected a category coded in {} with an nhs.* kind",
-                    mapping::CONCORDAT_EVENT_KIND
-                ),
-            ));
+            let detail = format!(
+                "Communication names no NHS event kind (a category coded in {} with an nhs.* kind), so it is not \
+                 shared: skipped",
+                mapping::CONCORDAT_EVENT_KIND
+            );
+            self.skip(index, format!("{pointer}/category"), detail);
             return None;
         };
+        let patient = self.patient(entries, communication.subject.as_ref(), &format!("{pointer}/subject"));
         if kind == EventKind::NhsReferral {
             let service = service(concepts.iter().copied());
             let mut to_agency = None;
@@ -1244,11 +1442,7 @@ impl<'c> Reader<'c> {
         texts.extend(notes(&communication.note));
         details.notes = (!texts.is_empty()).then(|| texts.join("\n"));
         details.codes = codes;
-        let own_time = communication
-            .sent
-            .as_ref()
-            .and_then(date_time)
-            .or_else(|| communication.received.as_ref().and_then(date_time));
+        let own_time = Moment::of(communication.sent.as_ref()).or(Moment::of(communication.received.as_ref()));
         let patient = patient?;
         let times = self.when(entry, own_time, "Communication.sent")?;
         Some(self.draft(entry, index, kind, times, patient, &communication.identifier, details))
@@ -1258,21 +1452,18 @@ impl<'c> Reader<'c> {
         let pointer = entry.pointer.as_str();
         let assessment = observation.code.coding.iter().flatten().any(|c| meaning(c) == Some(Meaning::RiskAssessment));
         if !assessment {
-            self.problems.push(InputProblem::at(
-                format!("{pointer}/code"),
-                "Observation is not a risk assessment (code SNOMED CT 225338004)",
-            ));
+            let detail =
+                "Observation is not a risk assessment (code SNOMED CT 225338004), so it is not shared: skipped";
+            self.skip(index, format!("{pointer}/code"), detail);
             return;
         }
         if matches!(
             observation.status,
             ObservationStatus::Cancelled | ObservationStatus::EnteredInError | ObservationStatus::Unknown
         ) {
-            self.problems.push(InputProblem::at(
-                format!("{pointer}/status"),
-                "Observation status yields no Concordat event (expected registered, preliminary, final, amended or \
-                 corrected)",
-            ));
+            let detail = "Observation status yields no Concordat event (expected registered, preliminary, final, \
+                          amended or corrected): skipped";
+            self.skip(index, format!("{pointer}/status"), detail);
             return;
         }
         let patient = self.patient(entries, observation.subject.as_ref(), &format!("{pointer}/subject"));
@@ -1296,13 +1487,14 @@ impl<'c> Reader<'c> {
             factors: factors.clone(),
             source_scale,
         });
+        let issued = observation.issued.as_ref().and_then(instant).map_or(Moment::Missing, Moment::At);
         let own_time = match &observation.effective {
-            Some(ObservationEffective::DateTime(when)) => date_time(when),
-            Some(ObservationEffective::Instant(when)) => instant(when),
-            Some(ObservationEffective::Period(period)) => period.start.as_ref().and_then(date_time),
-            _ => None,
+            Some(ObservationEffective::DateTime(when)) => Moment::of(Some(when)),
+            Some(ObservationEffective::Instant(when)) => instant(when).map_or(Moment::Missing, Moment::At),
+            Some(ObservationEffective::Period(period)) => Moment::of(period.start.as_ref()),
+            _ => Moment::Missing,
         }
-        .or_else(|| observation.issued.as_ref().and_then(instant));
+        .or(issued);
         let Some(patient) = patient else { return };
         let Some(times) = self.when(entry, own_time, "Observation.effective") else { return };
         let details = Details { codes, ..Details::default() };
@@ -1343,8 +1535,17 @@ impl<'c> Reader<'c> {
             .flat_map(|provision| provision.purpose.iter().flatten())
             .filter_map(|coding| coding.code.clone())
             .collect();
-        let recorded_at = consent.date_time.as_ref().and_then(date_time);
+        let recorded_at = Moment::of(consent.date_time.as_ref()).time();
         self.consents.push((Some(patient), Consent { status, scope, recorded_at }, index));
+    }
+
+    /// The urgency a coding of the urgency table states (BaRS clinical urgency, by default).
+    fn urgency<'a>(&self, concepts: impl Iterator<Item = &'a CodeableConcept>) -> Option<Urgency> {
+        concepts.flat_map(|concept| concept.coding.iter().flatten()).find_map(|coding| {
+            let (system, code) = (coding.system.as_deref()?, coding.code.as_deref()?);
+            let row = self.config.urgency_codes.iter().find(|row| row.system == system && row.code == code)?;
+            Some(row.urgency)
+        })
     }
 
     /// The first coding found in the risk table, with the grade as the agency gave it.
@@ -1370,15 +1571,30 @@ impl<'c> Reader<'c> {
 
 #[derive(Default)]
 struct PlaceFacts {
+    /// A place of safety stated in Concordat's code system.
     kind: Option<PlaceOfSafetyKind>,
+    /// An emergency department, by type or Location type.
+    emergency: bool,
     name: Option<String>,
     ods_code: Option<OdsCode>,
 }
 
 impl PlaceFacts {
-    fn read_location(&mut self, entries: &[Entry], location: &Location) {
+    fn read_type(&mut self, concept: &CodeableConcept) {
+        for coding in concept.coding.iter().flatten() {
+            match meaning(coding) {
+                Some(Meaning::PlaceOfSafety(kind)) => self.kind = self.kind.or(Some(kind)),
+                Some(Meaning::EmergencyDepartment) => self.emergency = true,
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads a Location's place-of-safety type, name and ODS code; returns the entry of its managing
+    /// Organization when that was read for the code.
+    fn read_location(&mut self, entries: &[Entry], location: &Location) -> Option<usize> {
         for concept in location.r#type.iter().flatten() {
-            self.kind = self.kind.or_else(|| place_of_safety_kind(concept));
+            self.read_type(concept);
         }
         self.name = self.name.take().or_else(|| location.name.clone());
         let site = location.identifier.iter().flatten().find_map(|identifier| ods_of(identifier, mapping::ODS_SITE));
@@ -1386,21 +1602,33 @@ impl PlaceFacts {
             .managing_organization
             .as_ref()
             .and_then(|reference| reference.reference.as_deref())
-            .and_then(|target| find_entry(entries, target))
-            .and_then(|index| entries.get(index))
-            .and_then(|entry| match &entry.parsed {
-                Parsed::Organization(organization) => ods_code(&organization.identifier),
-                _ => None,
-            });
-        self.ods_code = self.ods_code.take().or(site).or(managing);
+            .and_then(|target| find_entry(entries, target));
+        let managing_code = managing.and_then(|index| entries.get(index)).and_then(|entry| match &entry.parsed {
+            Parsed::Organization(organization) => ods_code(&organization.identifier),
+            _ => None,
+        });
+        self.ods_code = self.ods_code.take().or(site).or(managing_code);
+        managing
     }
 }
 
-fn place_of_safety_kind(concept: &CodeableConcept) -> Option<PlaceOfSafetyKind> {
-    concept.coding.iter().flatten().find_map(|coding| match meaning(coding) {
-        Some(Meaning::PlaceOfSafety(kind)) => Some(kind),
-        _ => None,
-    })
+/// The concepts of an Encounter that the gate and `details.codes` read: its type, service type and reasons.
+fn encounter_concepts(encounter: &Encounter) -> Vec<&CodeableConcept> {
+    encounter
+        .r#type
+        .iter()
+        .flatten()
+        .chain(encounter.service_type.iter())
+        .chain(encounter.reason_code.iter().flatten())
+        .collect()
+}
+
+/// Whether a discharge disposition states the outcome in Concordat's own code system.
+fn stated_disposition(concept: Option<&CodeableConcept>) -> bool {
+    concept
+        .into_iter()
+        .flat_map(|concept| concept.coding.iter().flatten())
+        .any(|coding| matches!(meaning(coding), Some(Meaning::Disposition(_))))
 }
 
 fn ods_code(identifiers: &[Option<FhirIdentifier>]) -> Option<OdsCode> {
@@ -1422,7 +1650,14 @@ fn find_entry(entries: &[Entry], target: &str) -> Option<usize> {
     let without_history = target.split("/_history/").next().unwrap_or(target);
     let mut parts = without_history.rsplit('/');
     let id = parts.next()?;
-    let resource_type = parts.next()?;
+    let Some(resource_type) = parts.next() else {
+        // A bare id, as some senders write (`"reference": "d5ff…"`): it resolves when exactly one entry has it.
+        let mut matching = entries.iter().enumerate().filter(|(_, entry)| entry.id.as_deref() == Some(id));
+        return match (matching.next(), matching.next()) {
+            (Some((found, _)), None) if !id.contains(':') => Some(found),
+            _ => None,
+        };
+    };
     entries.iter().position(|entry| entry.resource_type == resource_type && entry.id.as_deref() == Some(id))
 }
 
@@ -1441,7 +1676,8 @@ fn entry_identifiers(parsed: &Parsed) -> &[Option<FhirIdentifier>] {
         | Parsed::Organization(_)
         | Parsed::Location(_)
         | Parsed::MessageHeader(_)
-        | Parsed::Other => &[],
+        | Parsed::Other
+        | Parsed::Unread => &[],
     }
 }
 
@@ -1545,19 +1781,27 @@ fn postcode_district(postcode: &str) -> Option<PostcodeDistrict> {
     PostcodeDistrict::new(outward).ok()
 }
 
-/// Reads UK Core's complex legal-status extension (and, leniently, a simple one with a CodeableConcept value).
+/// The classification concepts of one UK Core legal-status extension: its `legalStatusClassification` part,
+/// and, leniently, a simple extension's own CodeableConcept value.
+fn legal_status_concepts(extension: &Extension) -> Vec<&CodeableConcept> {
+    let mut concepts: Vec<&CodeableConcept> = Vec::new();
+    if let Some(ExtensionValue::CodeableConcept(concept)) = &extension.value {
+        concepts.push(concept);
+    }
+    for part in extension.extension.iter().filter(|part| part.url == mapping::LEGAL_STATUS_CLASSIFICATION) {
+        if let Some(ExtensionValue::CodeableConcept(concept)) = &part.value {
+            concepts.push(concept);
+        }
+    }
+    concepts
+}
+
+/// Reads UK Core's complex legal-status extension (England or Wales codes) into the canonical legal status,
+/// keeping every code found.
 fn legal_status(extensions: &[Extension], codes: &mut Vec<Coding>) -> Option<LegalStatus> {
     let mut found = None;
     for extension in extensions.iter().filter(|extension| extension.url == mapping::LEGAL_STATUS_EXTENSION) {
-        let mut concepts: Vec<&CodeableConcept> = Vec::new();
-        if let Some(ExtensionValue::CodeableConcept(concept)) = &extension.value {
-            concepts.push(concept);
-        }
-        for part in extension.extension.iter().filter(|part| part.url == mapping::LEGAL_STATUS_CLASSIFICATION) {
-            if let Some(ExtensionValue::CodeableConcept(concept)) = &part.value {
-                concepts.push(concept);
-            }
-        }
+        let concepts = legal_status_concepts(extension);
         for coding in concepts.into_iter().flat_map(|concept| concept.coding.iter().flatten()) {
             push_coding(codes, coding);
             if let Some(Meaning::LegalStatus(status)) = meaning(coding) {
@@ -1635,19 +1879,11 @@ fn notes(annotations: &[Option<Annotation>]) -> Option<String> {
     (!texts.is_empty()).then(|| texts.join("\n"))
 }
 
-fn instant(instant: &Instant) -> Option<Timestamp> {
+pub(crate) fn instant(instant: &Instant) -> Option<Timestamp> {
     let value = instant.0;
     let offset = FixedOffset::east_opt(value.offset().whole_seconds())?;
     let utc = ChronoDateTime::from_timestamp(value.unix_timestamp(), value.nanosecond())?;
     Some(Timestamp(utc.with_timezone(&offset)))
-}
-
-/// A FHIR dateTime with a time and offset; a bare date is not precise enough for an event time.
-fn date_time(value: &DateTime) -> Option<Timestamp> {
-    match value {
-        DateTime::DateTime(value) => instant(value),
-        DateTime::Date(_) => None,
-    }
 }
 
 #[cfg(test)]

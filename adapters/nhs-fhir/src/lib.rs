@@ -31,10 +31,11 @@
 use std::collections::BTreeMap;
 
 use concordat_episode::{
-    AgencyId, CrisisEvent, Disposition, IngestContext, IngestError, RenderContext, RenderError, Rendered, RiskLevel,
+    AgencyId, CrisisEvent, Disposition, IngestContext, IngestError, Ingested, RenderContext, RenderError, Rendered,
 };
 use serde::Deserialize;
 
+mod gate;
 pub mod ingest;
 pub mod mapping;
 pub mod outcome;
@@ -42,7 +43,7 @@ pub mod outcome;
 pub mod push;
 pub mod render;
 
-pub use mapping::RiskGrade;
+pub use mapping::{RiskGrade, UrgencyCode};
 pub use outcome::operation_outcome;
 
 /// The adapter's name, as written to `provenance.adapter`.
@@ -66,11 +67,22 @@ pub struct NhsFhirConfig {
     /// event cannot be matched to an episode except by its refs. Default `true`.
     pub require_nhs_number: bool,
     /// Risk grades and the common-scale level each means, matched on an Observation's
-    /// `valueCodeableConcept` codings and a Flag's code codings. Default [`mapping::default_risk_grades`].
+    /// `valueCodeableConcept` codings and a Flag's code codings. A Flag none of whose codings is here is not a
+    /// risk flag: it yields no event (no default level is guessed for it). Default
+    /// [`mapping::default_risk_grades`].
     pub risk_grades: Vec<RiskGrade>,
-    /// The level an active risk Flag carries when none of its codings is in `risk_grades`. Default `high`: a
-    /// trust raises a flag because the risk is serious.
-    pub flag_default_level: RiskLevel,
+    /// The trust's own codes that mark a record as crisis care, beside the national and Concordat ones of
+    /// [`mapping::is_crisis_code`]: its crisis team's local service codes, a local crisis clinic type. Matched
+    /// on every coding the gate reads (Encounter type, serviceType, reasonCode; EpisodeOfCare type;
+    /// ServiceRequest code, category, performerType, reasonCode). Default empty.
+    pub crisis_codes: Vec<CodeRef>,
+    /// The trust's mental-health locations (a 136 suite, a crisis assessment unit, a ward), by an identifier of
+    /// the Location resource (an ODS site code, or the trust's own location identifier): an Encounter at one is
+    /// crisis care. Default empty.
+    pub crisis_locations: Vec<IdentifierRef>,
+    /// Codes that state a referral's urgency when its `priority` does not (a ServiceRequest's `reasonCode` or
+    /// `category`). Default [`mapping::default_urgency_codes`].
+    pub urgency_codes: Vec<UrgencyCode>,
     /// NHS Data Dictionary Discharge Destination (England) code to disposition. Default
     /// [`mapping::default_discharge_destinations`].
     pub discharge_destinations: BTreeMap<String, Disposition>,
@@ -85,22 +97,46 @@ impl Default for NhsFhirConfig {
             system: "FHIR R4".to_owned(),
             require_nhs_number: true,
             risk_grades: mapping::default_risk_grades(),
-            flag_default_level: RiskLevel::High,
+            crisis_codes: Vec::new(),
+            crisis_locations: Vec::new(),
+            urgency_codes: mapping::default_urgency_codes(),
             discharge_destinations: mapping::default_discharge_destinations(),
             ods_agencies: BTreeMap::new(),
         }
     }
 }
 
-/// Translates a FHIR R4 payload (a Bundle or a single resource) into canonical events, in entry order.
+/// A code a trust names in its configuration: `{ system = "…", code = "…" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRef {
+    /// The code system's URI.
+    pub system: String,
+    /// The code.
+    pub code: String,
+}
+
+/// An identifier a trust names in its configuration: `{ system = "…", value = "…" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifierRef {
+    /// The identifier system's URI.
+    pub system: String,
+    /// The value.
+    pub value: String,
+}
+
+/// Translates a FHIR R4 payload (a Bundle or a single resource) into canonical events, in entry order, and
+/// lists every entry it left out (not crisis care, or carrying no event) as a warning at its JSON Pointer.
 ///
 /// # Errors
 /// [`IngestError::UnsupportedContentType`] unless the media type is `application/fhir+json` or
 /// `application/json`; [`IngestError::Syntax`] for bytes that are not JSON; [`IngestError::Invalid`] listing every
-/// problem found (not a FHIR resource, an unsupported resource or Bundle type, an element that breaks FHIR R4, a
-/// missing or invalid NHS number, a reference that does not resolve inside the Bundle, a status with no event),
-/// each at its JSON Pointer.
-pub fn ingest(payload: &[u8], cx: &IngestContext, config: &NhsFhirConfig) -> Result<Vec<CrisisEvent>, IngestError> {
+/// problem found (not a FHIR resource, an unknown resource or unsupported Bundle type, an element that breaks
+/// FHIR R4, a missing or invalid NHS number, a reference that does not resolve to a resource of the expected
+/// type, an event with no time), each at its JSON Pointer; and when nothing in the payload is a crisis event,
+/// every reason why each entry was left out.
+pub fn ingest(payload: &[u8], cx: &IngestContext, config: &NhsFhirConfig) -> Result<Ingested, IngestError> {
     ingest::ingest(payload, cx, config)
 }
 

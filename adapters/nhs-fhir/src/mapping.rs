@@ -13,10 +13,12 @@
 //! | --- | --- | --- |
 //! | SNOMED CT `http://snomed.info/sct` | `736253002` | mental health crisis plan: a CarePlan in this category is `nhs.crisis_plan` |
 //! | SNOMED CT | `225338004` | risk assessment: an Observation with this code carries a risk level |
-//! | UK Core Legal Status Classification (England) | `01` `02` `03` `04` `19` `20` | informal, s2, s3, s4, s135 (read as s135(1), the place-of-safety warrant), s136 |
-//! | UK Core Discharge Destination (England) | see [`default_discharge_destinations`] | a disposition, configurable |
+//! | UK Core Legal Status Classification (England), and (Wales) | `01` `02` `03` `04` `19` `20` | informal, s2, s3, s4, s135 (read as s135(1), the place-of-safety warrant), s136; the other codes but `98` and `99` are kept and still mark the record as crisis care |
+//! | UK Core Discharge Destination (England), and the retired NHS Data Dictionary Discharge Destination | see [`default_discharge_destinations`] | a disposition, configurable |
+//! | NHS Data Dictionary Treatment Function | see [`MENTAL_HEALTH_TREATMENT_FUNCTIONS`] | a mental-health service: marks the record as crisis care |
+//! | BaRS clinical urgency | see [`default_urgency_codes`] | a referral's urgency, configurable |
 //! | HL7 v3 ActCode | `EMER` | with s135/s136, the place of safety is an emergency department |
-//! | HL7 v3 RoleCode | `ER` | a Location of this type is an emergency department |
+//! | HL7 v3 RoleCode | `ER` | with s135/s136, a Location of this type is an emergency department (alone it is no place of safety) |
 //! | `urn:concordat:event-kind` | every `nhs.*` kind | a Communication that names the kind it reports |
 //! | `urn:concordat:disposition` | every disposition | the outcome, stated precisely |
 //! | `urn:concordat:place-of-safety` | `health_based`, `emergency_department`, `police_station`, `other` | an Encounter type or Location type that marks a place of safety |
@@ -31,7 +33,7 @@
 
 use std::collections::BTreeMap;
 
-use concordat_episode::{Disposition, EventKind, LegalStatus, PlaceOfSafetyKind, RiskFactor, RiskLevel};
+use concordat_episode::{Disposition, EventKind, LegalStatus, PlaceOfSafetyKind, RiskFactor, RiskLevel, Urgency};
 use serde::Deserialize;
 
 /// SNOMED CT.
@@ -49,8 +51,38 @@ pub const LEGAL_STATUS_ENGLAND: &str = "https://fhir.hl7.org.uk/CodeSystem/UKCor
 /// UK Core's ethnic-category extension on Patient.
 pub const ETHNIC_CATEGORY_EXTENSION: &str =
     "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-EthnicCategory";
+/// NHS Wales Data Dictionary Legal Status, as UK Core publishes it for Wales (UK Core's own legal-status example
+/// uses it). Its codes for informal, s2, s3, s4, s135 and s136 are those of England.
+pub const LEGAL_STATUS_WALES: &str = "https://fhir.hl7.org.uk/CodeSystem/UKCore-LegalStatusClassificationWales";
 /// NHS Data Dictionary Discharge Destination, as UK Core publishes it for England.
 pub const DISCHARGE_DESTINATION_ENGLAND: &str = "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeDestinationEngland";
+/// The same Discharge Destination codes under the code system UK Core first published (now retired), which
+/// older EPR interfaces still send.
+pub const DISCHARGE_DESTINATION_DATA_DICTIONARY: &str =
+    "https://fhir.hl7.org.uk/CodeSystem/NHSDataModelAndDictionary-DischargeDestination";
+/// NHS Data Dictionary Treatment Function Code (Encounter.serviceType, HealthcareService.type).
+pub const TREATMENT_FUNCTION: &str = "https://fhir.nhs.uk/CodeSystem/NHSDataModelAndDictionary-treatment-function";
+/// The Booking and Referral Standard's clinical urgency (a BaRS ServiceRequest's `reasonCode`).
+pub const BARS_CLINICAL_URGENCY: &str = "https://fhir.nhs.uk/CodeSystem/BARS-clinical-urgency";
+
+/// The NHS Data Dictionary treatment functions that are mental-health services, each of which marks a record
+/// as crisis care (the 7xx psychiatry functions). Learning disability (700), dementia assessment (727) and
+/// neuropsychiatry (730) are left out on purpose: most of their records are not crisis care, and a trust whose
+/// crisis pathway runs through them lists their codes in `crisis_codes`.
+pub const MENTAL_HEALTH_TREATMENT_FUNCTIONS: &[(&str, &str)] = &[
+    ("710", "Adult Mental Illness"),
+    ("711", "Child and Adolescent Psychiatry"),
+    ("712", "Forensic Psychiatry"),
+    ("713", "Medical Psychotherapy"),
+    ("715", "Old Age Psychiatry"),
+    ("720", "Eating Disorders"),
+    ("721", "Addiction Services"),
+    ("722", "Liaison Psychiatry"),
+    ("723", "Psychiatric Intensive Care"),
+    ("724", "Perinatal Psychiatry"),
+    ("725", "Mental Health Recovery and Rehabilitation"),
+    ("726", "Mental Health Dual Diagnosis"),
+];
 /// HL7 v3 ActCode (Encounter.class).
 pub const V3_ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 /// HL7 v3 RoleCode (Location.type).
@@ -97,6 +129,9 @@ pub enum Meaning {
     LegalStatus(LegalStatus),
     /// A place of safety of this kind.
     PlaceOfSafety(PlaceOfSafetyKind),
+    /// An emergency department: the kind of place of safety when a detention makes it one, and no place of
+    /// safety on its own (most people in an emergency department are not in crisis).
+    EmergencyDepartment,
     /// An outcome.
     Disposition(Disposition),
     /// An event kind (Communication category).
@@ -117,9 +152,9 @@ pub fn lookup(system: &str, code: &str) -> Option<Meaning> {
             SNOMED_RISK_ASSESSMENT => Some(Meaning::RiskAssessment),
             _ => None,
         },
-        LEGAL_STATUS_ENGLAND => legal_status_england(code).map(Meaning::LegalStatus),
+        LEGAL_STATUS_ENGLAND | LEGAL_STATUS_WALES => legal_status_england(code).map(Meaning::LegalStatus),
         CONCORDAT_LEGAL_STATUS => legal_status_name(code).map(Meaning::LegalStatus),
-        V3_ROLE_CODE if code == "ER" => Some(Meaning::PlaceOfSafety(PlaceOfSafetyKind::EmergencyDepartment)),
+        V3_ROLE_CODE if code == "ER" => Some(Meaning::EmergencyDepartment),
         CONCORDAT_PLACE_OF_SAFETY => place_of_safety_name(code).map(Meaning::PlaceOfSafety),
         CONCORDAT_DISPOSITION => disposition_name(code).map(Meaning::Disposition),
         CONCORDAT_EVENT_KIND => code.parse::<EventKind>().ok().map(Meaning::Kind),
@@ -146,6 +181,26 @@ pub fn legal_status_england(code: &str) -> Option<LegalStatus> {
         "19" => Some(LegalStatus::S135_1),
         "20" => Some(LegalStatus::S136),
         _ => None,
+    }
+}
+
+/// Whether a code is a Mental Health Act legal status (England or Wales): any code of either system but `98`
+/// (not applicable, a non-psychiatric specialty) and `99` (not known). Codes without a canonical legal status
+/// (s5(2), s37, a community treatment order, ...) still say that the record is about mental-health care.
+pub fn is_mental_health_act_status(system: &str, code: &str) -> bool {
+    matches!(system, LEGAL_STATUS_ENGLAND | LEGAL_STATUS_WALES) && !code.is_empty() && !matches!(code, "98" | "99")
+}
+
+/// Whether a code, by itself, marks a record as mental-health crisis care: a crisis plan or a risk assessment
+/// (SNOMED CT), a Mental Health Act legal status, a mental-health treatment function, or any code of a
+/// Concordat code system (`urn:concordat:*`), which a trust's integration uses only to map crisis data.
+/// A trust's own signals (`crisis_codes`) are checked by the caller.
+pub fn is_crisis_code(system: &str, code: &str) -> bool {
+    match system {
+        SNOMED_CT => matches!(code, SNOMED_CRISIS_PLAN | SNOMED_RISK_ASSESSMENT),
+        LEGAL_STATUS_ENGLAND | LEGAL_STATUS_WALES => is_mental_health_act_status(system, code),
+        TREATMENT_FUNCTION => MENTAL_HEALTH_TREATMENT_FUNCTIONS.iter().any(|(known, _)| *known == code),
+        _ => system.starts_with("urn:concordat:") && !code.is_empty(),
     }
 }
 
@@ -290,8 +345,29 @@ pub fn default_risk_grades() -> Vec<RiskGrade> {
     grades
 }
 
-/// The default Discharge Destination (England) table. A finished Encounter whose `dischargeDisposition` has one
-/// of these codes yields that disposition; an admission (53) is `admitted_formal` instead of `admitted_informal`
+/// One row of the urgency table: a code and the urgency of the referral that carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrgencyCode {
+    /// The code system (a ServiceRequest `reasonCode` or `category` coding's system).
+    pub system: String,
+    /// The code.
+    pub code: String,
+    /// The referral's urgency.
+    pub urgency: Urgency,
+}
+
+/// The default urgency table: BaRS clinical urgency `clin-1` ("progress urgently", as NHS England's published
+/// BaRS examples code it) is `urgent`. BaRS defines more codes than were verified here; a trust maps the ones
+/// its system sends in `urgency_codes`. A ServiceRequest's own `priority` is read first.
+pub fn default_urgency_codes() -> Vec<UrgencyCode> {
+    vec![UrgencyCode { system: BARS_CLINICAL_URGENCY.to_owned(), code: "clin-1".to_owned(), urgency: Urgency::Urgent }]
+}
+
+/// The default Discharge Destination (England) table, read under both [`DISCHARGE_DESTINATION_ENGLAND`] and
+/// [`DISCHARGE_DESTINATION_DATA_DICTIONARY`]. A finished Encounter that is an assessment outcome (at a place of
+/// safety, or with a legal status) and whose `dischargeDisposition` has one of these codes yields that
+/// disposition; an admission (53) is `admitted_formal` instead of `admitted_informal`
 /// when the Encounter's legal status is s2, s3 or s4. Codes not listed (79 died, 98 not applicable, 99 not
 /// known, ...) give no disposition and are kept in `details.codes`.
 ///

@@ -52,7 +52,9 @@ fn check_valid(path: &Path) {
     let name = name(path);
     let payload = std::fs::read(path).unwrap();
     let cx = context(&name);
-    let events = ingest(&payload, &cx, &config()).unwrap_or_else(|error| panic!("{name}: {error}"));
+    let ingested = ingest(&payload, &cx, &config()).unwrap_or_else(|error| panic!("{name}: {error}"));
+    check_warnings(path, &ingested.warnings);
+    let events = ingested.events;
     assert!(!events.is_empty(), "{name}: no events");
     for event in &events {
         let value = serde_json::to_value(event).unwrap();
@@ -66,11 +68,30 @@ fn check_valid(path: &Path) {
     assert_eq!(refs.len(), events.len(), "{name}: record refs must be unique");
     let ids: BTreeSet<_> = events.iter().map(|event| event.event_id).collect();
     assert_eq!(ids.len(), events.len(), "{name}: event ids must be unique");
-    let again = ingest(&payload, &cx, &config()).unwrap();
+    let again = ingest(&payload, &cx, &config()).unwrap().events;
     assert_eq!(again, events, "{name}: resubmission must yield the same events");
     insta::with_settings!({ snapshot_path => "snapshots", prepend_module_to_snapshot => false }, {
         insta::assert_json_snapshot!(name.clone(), events);
     });
+}
+
+/// What a valid fixture's payload left out, one warning a line, must be what its `.warnings` sidecar says (no
+/// sidecar: nothing may be left out). `UPDATE_EXPECT=1` rewrites the sidecars.
+fn check_warnings(path: &Path, warnings: &[concordat_episode::InputProblem]) {
+    let actual: String = warnings.iter().map(|warning| format!("{warning}\n")).collect();
+    let sidecar = path.with_extension("warnings");
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        if actual.is_empty() {
+            let _ = std::fs::remove_file(&sidecar);
+        } else {
+            std::fs::write(&sidecar, &actual).unwrap();
+        }
+    }
+    let expected = std::fs::read_to_string(&sidecar).unwrap_or_default();
+    assert_eq!(actual, expected, "{}: warnings", name(path));
+    for secret in ["9434765918", "9990000018", "Testpatient", "Alex"] {
+        assert!(!actual.contains(secret), "{}: a warning quotes personal data", name(path));
+    }
 }
 
 /// The one check of an invalid fixture: it fails with exactly the expected message, which never quotes the
@@ -123,7 +144,7 @@ fn invalid_fixtures() {
 fn every_event_kind_the_adapter_claims_is_covered_by_a_fixture() {
     let kinds: BTreeSet<_> = fixtures("valid")
         .iter()
-        .flat_map(|path| ingest(&std::fs::read(path).unwrap(), &context(&name(path)), &config()).unwrap())
+        .flat_map(|path| ingest(&std::fs::read(path).unwrap(), &context(&name(path)), &config()).unwrap().events)
         .map(|event| event.kind)
         .collect();
     use concordat_episode::EventKind::*;

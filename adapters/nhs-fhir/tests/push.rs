@@ -114,6 +114,8 @@ fn rendered() -> Rendered {
         recipient: AgencyId::new("northvale-mh").unwrap(),
         recipient_kind: AgencyKind::Nhs,
         source_name: "Northvale Police".to_owned(),
+        source_ods: None,
+        recipient_ods: None,
         episode_id: None,
         episode_refs: Vec::new(),
         decision_id: Uuid::from_u128(42),

@@ -27,6 +27,8 @@ fn benches(c: &mut Criterion) {
         recipient: AgencyId::new("transport-police").unwrap(),
         recipient_kind: AgencyKind::Police,
         source_name: "Northvale Police".to_owned(),
+        source_ods: None,
+        recipient_ods: None,
         episode_id: None,
         episode_refs: events[0].episode.refs.clone(),
         decision_id: Uuid::nil(),

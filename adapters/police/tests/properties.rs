@@ -32,6 +32,8 @@ fn render_context() -> RenderContext {
         recipient: AgencyId::new("transport-police").unwrap(),
         recipient_kind: AgencyKind::Police,
         source_name: "Northvale Police".to_owned(),
+        source_ods: None,
+        recipient_ods: None,
         episode_id: None,
         episode_refs: Vec::new(),
         decision_id: Uuid::nil(),

@@ -40,6 +40,8 @@ fn benches(c: &mut Criterion) {
         recipient: AgencyId::new("safe-haven").unwrap(),
         recipient_kind: AgencyKind::Vcs,
         source_name: "Northvale Mental Health NHS Foundation Trust".to_owned(),
+        source_ods: None,
+        recipient_ods: None,
         episode_id: None,
         episode_refs: Vec::new(),
         decision_id: Uuid::from_u128(1),

@@ -25,6 +25,8 @@ pub fn render_context(recipient: &str) -> RenderContext {
         recipient: AgencyId::new(recipient).unwrap(),
         recipient_kind: AgencyKind::Vcs,
         source_name: "Northvale Mental Health NHS Foundation Trust".to_owned(),
+        source_ods: None,
+        recipient_ods: None,
         episode_id: None,
         episode_refs: Vec::new(),
         decision_id: Uuid::from_u128(0x1234),

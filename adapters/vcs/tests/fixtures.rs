@@ -120,6 +120,8 @@ fn check_render(path: &Path) {
         recipient: c.recipient,
         recipient_kind: AgencyKind::Vcs,
         source_name: c.source_name,
+        source_ods: None,
+        recipient_ods: None,
         episode_id: c.episode_id,
         episode_refs: c.episode_refs,
         decision_id: c.decision_id,

@@ -86,11 +86,15 @@ pub fn translate(
             .map_or_else(|| adapter.default_content_type(file).to_owned(), str::to_ascii_lowercase),
         received_at: timestamp(received_at, "received-at")?,
     };
-    let events = adapter
+    let ingested = adapter
         .format()
         .ingest(&payload, &cx, &AdapterConfigs::default())
         .map_err(|error| Failure::Input(ingest_failure(file, &error)))?;
-    print_json(&events)
+    // What the adapter left out goes to stderr, so stdout stays the JSON array a script reads.
+    for warning in &ingested.warnings {
+        eprintln!("{}: {warning}", file.display());
+    }
+    print_json(&ingested.events)
 }
 
 fn ingest_failure(file: &Path, error: &IngestError) -> anyhow::Error {
@@ -119,6 +123,8 @@ pub fn render(
         recipient,
         recipient_kind: adapter.agency_kind(),
         source_name: view.source.agency.to_string(),
+        source_ods: None,
+        recipient_ods: None,
         episode_id: view.episode.episode_id,
         episode_refs: view.episode.refs.clone(),
         purpose: purpose.unwrap_or("not stated: rendered by `concordat render`, no sharing policy applied").to_owned(),

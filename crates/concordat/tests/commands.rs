@@ -46,6 +46,21 @@ fn translate_prints_canonical_events_as_a_json_array() {
 }
 
 #[test]
+fn translate_prints_what_it_left_out_of_a_message_on_stderr() {
+    let file = "adapters/nhs-fhir/tests/fixtures/valid/referral-message-with-context-entries.json";
+    let output = concordat(&["translate", "--adapter", "nhs-fhir", "--agency", "northvale-acute", file]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let events: Vec<serde_json::Value> = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(events.len(), 1, "stdout holds only the events");
+    assert_eq!(events[0]["kind"], "nhs.referral");
+    let skipped: Vec<String> =
+        stderr(&output).lines().filter(|line| line.ends_with(": skipped")).map(str::to_owned).collect();
+    assert_eq!(skipped.len(), 9, "each entry left out is named: {skipped:?}");
+    assert!(skipped.iter().any(|line| line.contains("/entry/9/resource: AllergyIntolerance carries no crisis event")));
+    assert!(skipped.iter().all(|line| line.starts_with(file)), "each names the file: {skipped:?}");
+}
+
+#[test]
 fn translate_reads_standard_input_and_csv() {
     let csv = std::fs::read(root().join("schemas/examples/vcs-contact/valid/listening-line-week.csv")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_concordat"))

@@ -10,7 +10,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::event::Identifier;
+use crate::event::{CrisisEvent, Identifier, OdsCode};
 use crate::ids::{AgencyId, EpisodeId};
 use crate::kind::AgencyKind;
 use crate::time::Timestamp;
@@ -86,6 +86,24 @@ impl fmt::Display for InputProblem {
     }
 }
 
+/// What an adapter made of a payload it accepted: the events, in order, and what it read but left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ingested {
+    /// The canonical events, at least one.
+    pub events: Vec<CrisisEvent>,
+    /// Each part of the payload that yields no event (a record that is not crisis care, an entry that only
+    /// travels beside one), with where it is and why it was left out. The sender is told of every one, so that
+    /// nothing is dropped silently; like problems, a warning never quotes a value.
+    pub warnings: Vec<InputProblem>,
+}
+
+impl Ingested {
+    /// Events with nothing left out.
+    pub fn events(events: Vec<CrisisEvent>) -> Self {
+        Self { events, warnings: Vec::new() }
+    }
+}
+
 /// Why an adapter refused a payload. The gateway maps each variant to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IngestError {
@@ -140,6 +158,10 @@ pub struct RenderContext {
     pub recipient_kind: AgencyKind,
     /// The sending agency's display name (for an Organization resource or a plain-language line).
     pub source_name: String,
+    /// The sending agency's ODS code, when the policy gives one: NHS recipients identify organisations by it.
+    pub source_ods: Option<OdsCode>,
+    /// The receiving agency's ODS code, when the policy gives one.
+    pub recipient_ods: Option<OdsCode>,
     /// The episode, when correlated.
     pub episode_id: Option<EpisodeId>,
     /// Every identifier of the episode the recipient may see, its own among them (e.g. its incident number),

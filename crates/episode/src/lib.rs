@@ -13,7 +13,7 @@ mod schema;
 mod time;
 
 pub use adapter::{
-    IngestContext, IngestError, InputLocation, InputProblem, RenderContext, RenderError, Rendered, derived_id,
+    IngestContext, IngestError, Ingested, InputLocation, InputProblem, RenderContext, RenderError, Rendered, derived_id,
 };
 pub use event::{
     AmbulanceNotUsedReason, CONTENT_TYPE, Coding, Consent, ConsentStatus, Conveyance, ConveyanceMode, CrisisEvent,

@@ -7,7 +7,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use concordat_episode::{AgencyKind, CrisisEvent, IngestContext, IngestError, RenderContext, RenderError, Rendered};
+use concordat_episode::{
+    AgencyKind, CrisisEvent, IngestContext, IngestError, Ingested, RenderContext, RenderError, Rendered,
+};
 use serde::Deserialize;
 
 /// A native format, named as in configuration and on the command line.
@@ -54,20 +56,16 @@ impl Format {
         }
     }
 
-    /// Translates a native payload into canonical events with this format's adapter.
+    /// Translates a native payload into canonical events with this format's adapter, with what the adapter
+    /// left out of them (only the NHS adapter reads messages that may carry entries with no event).
     ///
     /// # Errors
     /// The adapter's [`IngestError`].
-    pub fn ingest(
-        self,
-        payload: &[u8],
-        cx: &IngestContext,
-        config: &AdapterConfigs,
-    ) -> Result<Vec<CrisisEvent>, IngestError> {
+    pub fn ingest(self, payload: &[u8], cx: &IngestContext, config: &AdapterConfigs) -> Result<Ingested, IngestError> {
         match self {
             Self::NhsFhir => concordat_nhs_fhir::ingest(payload, cx, &config.nhs_fhir),
-            Self::Police => concordat_police::ingest(payload, cx, &config.police),
-            Self::Vcs => concordat_vcs::ingest(payload, cx, &config.vcs),
+            Self::Police => concordat_police::ingest(payload, cx, &config.police).map(Ingested::events),
+            Self::Vcs => concordat_vcs::ingest(payload, cx, &config.vcs).map(Ingested::events),
         }
     }
 

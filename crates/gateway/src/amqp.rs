@@ -118,6 +118,8 @@ async fn handle(gateway: &Gateway, message: IncomingMessage) -> Outcome {
                 format = %party.format,
                 count = translated.event_ids.len(),
                 event_ids = %event_ids.join(","),
+                // Warnings name places and rules only, never values, so the sender's operator may read them here.
+                skipped = %translated.warnings.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
                 "Events accepted from AMQP."
             );
             Outcome::Ack

@@ -44,11 +44,20 @@ use crate::problem::{Problem, ProblemKind, Representation};
 /// The route agencies post to.
 pub const EVENTS_ROUTE: &str = "/v1/agencies/{agency}/events";
 
-/// The body of a `202`: the accepted events' ids, in the order the adapter produced them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The body of a `202`: the accepted events' ids, in the order the adapter produced them, and what the
+/// adapter read but left out (`{pointer, detail}` each, as in a `422`; empty when nothing was).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 struct Accepted {
     accepted: Vec<EventId>,
     count: usize,
+    warnings: Vec<serde_json::Value>,
+}
+
+impl Accepted {
+    fn new(translated: crate::ingest::Translated) -> Self {
+        let warnings = translated.warnings.iter().map(crate::problem::error_member).collect();
+        Self { count: translated.event_ids.len(), accepted: translated.event_ids, warnings }
+    }
 }
 
 pub(crate) fn router(gateway: Gateway) -> Router {
@@ -251,9 +260,10 @@ async fn ingest(
         content_type = %crate::problem::media_type(&content_type),
         format = %party.format,
         count,
+        skipped = translated.warnings.len(),
         event_ids = %event_ids.join(","),
         duration_ms = started.elapsed().as_millis(),
         "Events accepted."
     );
-    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: translated.event_ids, count })))
+    Ok((StatusCode::ACCEPTED, Json(Accepted::new(translated))))
 }

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use concordat_bus::{OutgoingMessage, TraceParent};
 use concordat_episode::{
-    AgencyId, AgencyKind, CONTENT_TYPE, CrisisEvent, EventId, IngestContext, IngestError, Timestamp, to_validated_json,
+    AgencyId, AgencyKind, CONTENT_TYPE, CrisisEvent, EventId, IngestContext, IngestError, InputProblem, Timestamp,
+    to_validated_json,
 };
 use concordat_formats::{AdapterConfigs, Format};
 
@@ -63,6 +64,8 @@ pub struct Translated {
     pub event_ids: Vec<EventId>,
     /// One message per event, for the events exchange.
     pub messages: Vec<OutgoingMessage>,
+    /// What the adapter read but left out, for the sender (the `202` body lists them).
+    pub warnings: Vec<InputProblem>,
 }
 
 impl Translated {
@@ -126,8 +129,10 @@ pub fn translate(
         content_type,
         received_at: submission.received_at,
     };
-    let events = submission.format.ingest(submission.payload, &cx, adapters)?;
-    let mut translated = Translated { event_ids: Vec::with_capacity(events.len()), messages: Vec::new() };
+    let ingested = submission.format.ingest(submission.payload, &cx, adapters)?;
+    let events = ingested.events;
+    let mut translated =
+        Translated { event_ids: Vec::with_capacity(events.len()), messages: Vec::new(), warnings: ingested.warnings };
     for event in &events {
         let body = to_validated_json(event).map_err(|error| Refusal::InvalidEvent {
             event_id: event.event_id,

@@ -275,7 +275,7 @@ impl IntoResponse for Problem {
 }
 
 /// `{pointer, detail}`, `{row, column, detail}`, `{row, detail}` or `{detail}` for one input problem.
-fn error_member(problem: &InputProblem) -> Value {
+pub(crate) fn error_member(problem: &InputProblem) -> Value {
     match &problem.location {
         InputLocation::Pointer(pointer) => json!({ "pointer": pointer, "detail": problem.detail }),
         InputLocation::Cell { row, column } => json!({ "row": row, "column": column, "detail": problem.detail }),

@@ -45,6 +45,7 @@ async fn accepted(harness: &Harness, agency: &str, content_type: &str, body: Vec
         body["accepted"].as_array().expect("accepted ids").iter().map(|id| id.as_str().unwrap().to_owned()).collect();
     assert_eq!(body["count"], ids.len());
     assert!(!ids.is_empty());
+    assert!(body["warnings"].is_array(), "a 202 always lists what was left out: {body}");
     ids
 }
 
@@ -151,6 +152,41 @@ async fn every_format_is_accepted_from_its_agency() {
                 let event = parse_event(&message.body).expect("a valid canonical event");
                 assert_eq!(message.routing_key, event.routing_key());
             }
+        },
+    )
+    .await;
+}
+
+/// A trust's whole referral message is read for its crisis content: the referral is queued, and every entry
+/// that travels beside it (vitals, an allergy, medications, a questionnaire, the context Encounter) is named in
+/// the `202` body's warnings, by pointer, so the sender learns what was not shared. A message with no crisis
+/// care in it is refused, and nothing is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nhs_message_is_read_for_its_crisis_content_and_the_rest_is_listed() {
+    with_gateway(
+        true,
+        |_| {},
+        |harness| async move {
+            let path = "adapters/nhs-fhir/tests/fixtures/valid/referral-message-with-context-entries.json";
+            let response = post(&harness, "northvale-mh", "application/fhir+json", read(path)).await;
+            assert_eq!(response.status(), 202);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["count"], 1, "only the referral is a crisis event: {body}");
+            let warnings = body["warnings"].as_array().expect("a warnings array");
+            let pointers: Vec<&str> = warnings.iter().map(|warning| warning["pointer"].as_str().unwrap()).collect();
+            for skipped in ["/entry/5/resource", "/entry/7/resource/code", "/entry/9/resource", "/entry/11/resource"] {
+                assert!(pointers.contains(&skipped), "{skipped} is named: {pointers:?}");
+            }
+            assert!(warnings.iter().all(|warning| warning["detail"].as_str().is_some_and(|d| d.ends_with("skipped"))));
+            let queued = take(&harness.bus, &harness.topology.router_queue(), 1, SOON).await;
+            assert_eq!(parse_event(&queued[0].body).unwrap().kind.as_str(), "nhs.referral");
+
+            let maternity = "adapters/nhs-fhir/tests/fixtures/invalid/not-crisis-maternity-short-stay.json";
+            let refused = post(&harness, "northvale-mh", "application/json", read(maternity)).await;
+            assert_eq!(refused.status(), 422);
+            let problem: Value = refused.json().await.unwrap();
+            assert!(problem.to_string().contains("is not crisis care"), "{problem}");
+            assert_eq!(message_count(&harness.bus, &harness.topology.router_queue()).await, 0, "nothing queued");
         },
     )
     .await;

@@ -8,16 +8,25 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use concordat_episode::{
     AgencyId, AgencyKind, CrisisEvent, Details, EpisodeId, EpisodeLink, EventId, EventKind, Identifier, NonEmptyString,
-    Phase, RenderContext, RenderError, Timestamp, derived_id,
+    OdsCode, Phase, RenderContext, RenderError, Timestamp, derived_id,
 };
 use concordat_formats::Format;
 use concordat_policy::{Decision, EpisodeContext, EpisodeState, Policy, Relation, decide, project};
 use uuid::Uuid;
 
-/// What the router knows of every agency: its kind, display name and the format it receives.
+/// What the router knows of every agency: its kind, display name, ODS code and the format it receives.
 #[derive(Debug, Clone)]
 pub struct AgencyDirectory {
-    entries: BTreeMap<AgencyId, (AgencyKind, String, Format)>,
+    entries: BTreeMap<AgencyId, Party>,
+}
+
+/// One agency of the directory.
+#[derive(Debug, Clone)]
+struct Party {
+    kind: AgencyKind,
+    name: String,
+    ods_code: Option<OdsCode>,
+    format: Format,
 }
 
 impl AgencyDirectory {
@@ -28,14 +37,20 @@ impl AgencyDirectory {
             .iter()
             .map(|agency| {
                 let format = formats.get(&agency.id).copied().unwrap_or(Format::default_for(agency.kind));
-                (agency.id.clone(), (agency.kind, agency.name.clone(), format))
+                let party =
+                    Party { kind: agency.kind, name: agency.name.clone(), ods_code: agency.ods_code.clone(), format };
+                (agency.id.clone(), party)
             })
             .collect();
         Self { entries }
     }
 
     fn name(&self, id: &AgencyId) -> String {
-        self.entries.get(id).map_or_else(|| id.to_string(), |(_, name, _)| name.clone())
+        self.entries.get(id).map_or_else(|| id.to_string(), |party| party.name.clone())
+    }
+
+    fn ods_code(&self, id: &AgencyId) -> Option<OdsCode> {
+        self.entries.get(id).and_then(|party| party.ods_code.clone())
     }
 }
 
@@ -173,7 +188,7 @@ fn share(
     now: Timestamp,
     plan: &mut Plan,
 ) {
-    for (recipient, (kind, _, format)) in &directory.entries {
+    for (recipient, Party { kind, format, .. }) in &directory.entries {
         if recipient == &event.source.agency {
             continue;
         }
@@ -188,6 +203,8 @@ fn share(
                 recipient: recipient.clone(),
                 recipient_kind: *kind,
                 source_name: directory.name(&event.source.agency),
+                source_ods: directory.ods_code(&event.source.agency),
+                recipient_ods: directory.ods_code(recipient),
                 episode_id: episode.map(|episode| episode.id),
                 episode_refs: episode.map_or_else(|| event.episode.refs.clone(), |episode| episode.refs.clone()),
                 decision_id: decision.decision_id,
