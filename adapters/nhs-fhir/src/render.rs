@@ -2,15 +2,16 @@
 //! and deterministic.
 //!
 //! The Bundle holds, in order: a `MessageHeader` (event coded in `urn:concordat:event-kind`, source Concordat,
-//! destination the recipient, sender the source agency, focus the main resource, reason the agreement's purpose
-//! and lawful basis); the source agency as an `Organization` (`urn:concordat:agency` identifier); a `Patient`
-//! only when the view holds subject fields, with only those; and the main resource:
+//! destination the recipient, by its ODS code where the policy gives one, sender the source agency, focus the
+//! main resource, reason the agreement's purpose and lawful basis); the source agency as an `Organization`
+//! (its ODS code where the policy gives one, and its `urn:concordat:agency` identifier); a `Patient` only when
+//! the view holds subject fields, with only those; and the main resource:
 //!
 //! | kind | main resource |
 //! | --- | --- |
 //! | `nhs.referral`, `vcs.referral` | `ServiceRequest` (service, urgency, referred-to agency) |
 //! | `nhs.risk_flag` | `Flag` (`active`, or `inactive` when the view's risk level is `none`) |
-//! | everything else (notifications, `context.pre_crisis`, `feedback.outcome`) | `Communication` |
+//! | everything else (notifications, `context.pre_crisis`, `feedback.outcome`) | `Communication` (`sent` is the event's own time) |
 //!
 //! The main resource carries the event id (`urn:concordat:event`), the episode id (`urn:concordat:episode`) and
 //! every episode ref the recipient may see, so its system can file the message. Coded facts (disposition, legal
@@ -73,7 +74,11 @@ fn bundle_value(view: &CrisisEvent, cx: &RenderContext) -> Value {
     let patient = patient(view, &patient_id);
     let subject = patient.as_ref().map(|_| json!({ "reference": url(&patient_id) }));
     let sender = json!({ "reference": url(&organization_id), "display": cx.source_name });
-    let recipient = json!({ "identifier": { "system": mapping::CONCORDAT_AGENCY, "value": cx.recipient.as_str() } });
+    // NHS systems know organisations by ODS code; an agency the policy gives none is named by its Concordat id.
+    let recipient = match &cx.recipient_ods {
+        Some(ods) => json!({ "identifier": { "system": mapping::ODS_ORGANIZATION, "value": ods.as_str() } }),
+        None => json!({ "identifier": { "system": mapping::CONCORDAT_AGENCY, "value": cx.recipient.as_str() } }),
+    };
     let parts = Parts { view, cx, identifiers: identifiers(view, cx), subject, sender: sender.clone(), recipient };
     let main = match resource_type {
         "ServiceRequest" => service_request(&parts, &main_id),
@@ -95,10 +100,15 @@ fn bundle_value(view: &CrisisEvent, cx: &RenderContext) -> Value {
         "reason": { "text": format!("{} (lawful basis: {})", cx.purpose, cx.lawful_basis) },
         "focus": [{ "reference": url(&main_id) }],
     });
+    let mut organization_ids = Vec::new();
+    if let Some(ods) = &cx.source_ods {
+        organization_ids.push(json!({ "system": mapping::ODS_ORGANIZATION, "value": ods.as_str() }));
+    }
+    organization_ids.push(json!({ "system": mapping::CONCORDAT_AGENCY, "value": view.source.agency.as_str() }));
     let organization = json!({
         "resourceType": "Organization",
         "id": organization_id,
-        "identifier": [{ "system": mapping::CONCORDAT_AGENCY, "value": view.source.agency.as_str() }],
+        "identifier": organization_ids,
         "name": cx.source_name,
     });
     let mut entries = vec![
@@ -375,7 +385,9 @@ fn communication(parts: &Parts<'_>, id: &str) -> Value {
         "identifier": parts.identifiers,
         "status": "completed",
         "category": [{ "coding": [kind_coding(view.kind)] }],
-        "sent": parts.cx.sent_at.to_rfc3339(),
+        // The event's own time, in a structured element a receiving system files it by; when Concordat sent the
+        // message is the Bundle's timestamp.
+        "sent": view.occurred_at.to_rfc3339(),
         "sender": parts.sender,
         "recipient": [parts.recipient],
         "payload": lines(view, parts.cx).into_iter().map(|line| json!({ "contentString": line })).collect::<Vec<_>>(),

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use concordat_episode::{
-    AgencyId, AgencyKind, CrisisEvent, EpisodeId, Identifier, NonEmptyString, RenderContext, Timestamp,
+    AgencyId, AgencyKind, CrisisEvent, EpisodeId, Identifier, NonEmptyString, OdsCode, RenderContext, Timestamp,
 };
 use concordat_nhs_fhir::render;
 use fhir_sdk::r4b::resources::{Bundle, Resource};
@@ -27,6 +27,9 @@ fn context(view: &CrisisEvent) -> RenderContext {
         recipient: AgencyId::new("northvale-mh").unwrap(),
         recipient_kind: AgencyKind::Nhs,
         source_name: source_name.to_owned(),
+        // The acute trust has an ODS code in the sample policy; police and VCS services have none.
+        source_ods: (view.source.agency.as_str() == "northvale-acute").then(|| OdsCode::new("RX5").unwrap()),
+        recipient_ods: Some(OdsCode::new("RX4").unwrap()),
         episode_id: Some(EpisodeId(Uuid::parse_str("5b0f3a52-6a3e-4d6c-9a51-0d2f4f1c7e10").unwrap())),
         episode_refs: vec![Identifier {
             system: NonEmptyString::new("urn:concordat:police-incident:northvale-police").unwrap(),
@@ -72,6 +75,17 @@ fn check(path: &Path) {
     assert!(has("urn:concordat:event", &view.event_id.to_string()), "{name}: event id");
     let header = &json["entry"][0]["resource"];
     assert_eq!(header["eventCoding"]["code"], view.kind.as_str(), "{name}");
+    // NHS systems know organisations by ODS code: the receiver always has one here, the sender when it is a trust.
+    let receiver = &header["destination"][0]["receiver"]["identifier"];
+    assert_eq!(receiver["system"], "https://fhir.nhs.uk/Id/ods-organization-code", "{name}: receiver by ODS code");
+    assert_eq!(receiver["value"], "RX4", "{name}");
+    let sender_ids = json["entry"][1]["resource"]["identifier"].as_array().unwrap();
+    let sender_ods = sender_ids.iter().any(|id| id["system"] == "https://fhir.nhs.uk/Id/ods-organization-code");
+    assert_eq!(sender_ods, cx.source_ods.is_some(), "{name}: the sender's ODS code exactly when the policy gives one");
+    // The event's own time is in a structured element, not only in text.
+    if main["resourceType"] == "Communication" {
+        assert_eq!(main["sent"], view.occurred_at.to_rfc3339(), "{name}: Communication.sent is the event's time");
+    }
     assert_eq!(header["focus"][0]["reference"], json["entry"].as_array().unwrap().last().unwrap()["fullUrl"]);
 
     // Nothing withheld from the view may appear: a withheld subject leaves no personal data anywhere.
