@@ -230,7 +230,11 @@ struct Secrets {
 
 impl Secrets {
     fn open(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating --secrets-dir {}", dir.display()))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating --secrets-dir {}", dir.display()))?;
+            // A directory made here is its owner's alone; one that existed keeps the mode it was given.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         Ok(Self { dir: dir.to_path_buf() })
     }
 
@@ -387,6 +391,7 @@ impl Management {
     async fn call(&self, method: Method, segments: &[&str], body: Option<Value>) -> Result<StatusCode, Failure> {
         let url = self.url(segments);
         let what = format!("{method} {}", url.path());
+        let put = method == Method::PUT;
         let mut request = self.http.request(method, url).basic_auth(&self.user, Some(&self.password));
         if let Some(body) = body {
             request = request.json(&body);
@@ -399,7 +404,9 @@ impl Management {
             ))
         })?;
         let status = response.status();
-        if status.is_success() || status == StatusCode::NOT_FOUND {
+        // A missing user or vhost is an answer to a GET, and a connection already gone is fine to a
+        // DELETE; a PUT that finds nothing to write to is an error.
+        if status.is_success() || (status == StatusCode::NOT_FOUND && !put) {
             return Ok(status);
         }
         let reason = response.json::<Value>().await.ok().and_then(|body| body["reason"].as_str().map(str::to_owned));
