@@ -3,8 +3,9 @@
 # and that Chromium is installed, for the test that loads the flow dashboard in a headless browser.
 #
 # On a Debian-like machine it starts each service when it is installed but stopped, installs it with
-# apt-get when it is missing (as root), enables the RabbitMQ plugins Concordat uses, and waits until both
-# accept connections. It is idempotent and returns at once when everything is already up.
+# apt-get when it is missing (as root), enables the RabbitMQ plugins Concordat uses (the consistent-hash
+# exchange and the management API), and waits until both accept connections. It is idempotent and returns
+# at once when everything is already up.
 #
 # Environment:
 #   CONCORDAT_SERVICES_TIMEOUT  seconds to wait for each service (default 90)
@@ -14,6 +15,7 @@ set -euo pipefail
 
 timeout_s=${CONCORDAT_SERVICES_TIMEOUT:-90}
 amqp_port=5672
+management_port=15672
 pg_host=127.0.0.1
 pg_port=5432
 
@@ -60,14 +62,20 @@ ensure_rabbitmq() {
         rabbitmqctl -q --timeout "$timeout_s" await_startup >/dev/null 2>&1 || fail "RabbitMQ did not finish starting within ${timeout_s}s"
     fi
     # Concordat shards the router queue with the consistent-hash exchange when configured to; enabling it
-    # is cheap and makes the option available without a restart.
-    local plugin=rabbitmq_consistent_hash_exchange
+    # is cheap and makes the option available without a restart. `concordat agencies provision` creates
+    # the agencies' RabbitMQ users through the management HTTP API (port 15672; guest may use it from this
+    # machine only). `rabbitmq-plugins enable` starts a plugin on the running node, no restart needed.
+    local plugin
     # Reading the enabled-plugins file avoids starting an Erlang VM just to ask.
     local enabled_file=/etc/rabbitmq/enabled_plugins
-    if ! grep -qs "$plugin" "$enabled_file"; then
-        say "enabling $plugin"
-        rabbitmq-plugins -q enable "$plugin" >/dev/null
-    fi
+    for plugin in rabbitmq_consistent_hash_exchange rabbitmq_management; do
+        if ! grep -qs "$plugin" "$enabled_file"; then
+            say "enabling $plugin"
+            rabbitmq-plugins -q enable "$plugin" >/dev/null
+        fi
+    done
+    wait_for "the management API" 127.0.0.1 $management_port \
+        || fail "RabbitMQ's management API did not open port $management_port within ${timeout_s}s"
 }
 
 ensure_postgres() {

@@ -300,6 +300,9 @@ impl Area {
             .env("CONCORDAT_ADMIN_LISTEN", format!("127.0.0.1:{}", self.admin))
             .env("CONCORDAT_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("CONCORDAT_LOG", "info")
+            // `publish_ingest` publishes as the broker's administrative user, without `user_id`: the
+            // development allowance. The strict rule has its own tests (`agencies`, the gateway's).
+            .env("CONCORDAT_GATEWAY__AMQP__TRUST_ROUTING_KEY", "true")
             .envs(self.env.iter().map(|(name, value)| (name, value)));
         Ok(command)
     }

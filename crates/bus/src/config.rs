@@ -4,6 +4,7 @@
 //! `CONCORDAT_*` overrides is the binary's job.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,6 +22,12 @@ pub struct BusConfig {
     /// is URL-encoded: `%2f` is `/`. Messages and logs show it with the password replaced by `***`.
     #[serde(default = "default_amqp_url")]
     pub amqp_url: String,
+
+    /// A PEM file of CA certificates that an `amqps://` broker's certificate may chain to, besides the
+    /// system's trust store: a private CA (`CONCORDAT_AMQP_CA_FILE`). Unset, only the system's roots are
+    /// trusted. Read again on every connection, so a renewed file is picked up by the next reconnect.
+    #[serde(default)]
+    pub amqp_ca_file: Option<PathBuf>,
 
     /// How many unacknowledged messages RabbitMQ may hand one consumer at a time (`basic.qos`). Bounds the
     /// work in hand and so the redeliveries after a crash.
@@ -100,6 +107,14 @@ pub enum ConfigError {
     /// `reconnect_initial_ms` and `reconnect_max_ms` do not make a backoff.
     #[error("reconnect_initial_ms/reconnect_max_ms: {0}")]
     Backoff(#[from] InvalidBackoff),
+    /// `amqp_ca_file` cannot be used.
+    #[error("amqp_ca_file {}: {reason}", path.display())]
+    CaFile {
+        /// The configured file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl BusConfig {
@@ -126,6 +141,7 @@ impl BusConfig {
             return Err(ConfigError::DeliveryLimit { value: self.delivery_limit, max });
         }
         self.backoff()?;
+        crate::connection::tls_config(self)?;
         Ok(())
     }
 
@@ -150,6 +166,7 @@ impl fmt::Debug for BusConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BusConfig")
             .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("amqp_ca_file", &self.amqp_ca_file)
             .field("prefetch", &self.prefetch)
             .field("publish_timeout_ms", &self.publish_timeout_ms)
             .field("delivery_limit", &self.delivery_limit)
@@ -217,6 +234,7 @@ mod tests {
     fn defaults() -> BusConfig {
         BusConfig {
             amqp_url: default_amqp_url(),
+            amqp_ca_file: None,
             prefetch: default_prefetch(),
             publish_timeout_ms: default_publish_timeout_ms(),
             delivery_limit: default_delivery_limit(),
@@ -267,5 +285,72 @@ mod tests {
             let url_error = bad(&|c| c.amqp_url = url.to_owned());
             assert!(url_error.as_ref().is_err_and(|message| !message.contains("hunter2")), "{url_error:?}");
         }
+    }
+
+    /// A configuration trusting a CA file holding `pem`, and the file (removed when dropped).
+    fn with_ca(pem: &str) -> (BusConfig, TempFile) {
+        let file = TempFile::new(pem);
+        let config = BusConfig {
+            amqp_url: "amqps://a:b@rabbit.example/%2f".to_owned(),
+            amqp_ca_file: Some(file.0.clone()),
+            ..defaults()
+        };
+        (config, file)
+    }
+
+    /// A file under the system's temporary directory, removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(text: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("concordat-ca-{}.pem", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&path, text).unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
+            Self(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn private_ca() -> String {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|error| panic!("{error}"));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Concordat test CA");
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|error| panic!("{error}"));
+        params.self_signed(&key).unwrap_or_else(|error| panic!("{error}")).pem()
+    }
+
+    #[test]
+    fn a_private_ca_file_is_loaded_as_the_tls_trust_anchor() {
+        let ca = private_ca();
+        let (config, _file) = with_ca(&ca);
+        assert!(config.validate().is_ok());
+        let tls = crate::connection::tls_config(&config).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(tls.cert_chain.as_deref(), Some(ca.as_str()));
+        assert!(tls.identity.is_none(), "no client certificate is presented");
+        let plain = crate::connection::tls_config(&defaults()).unwrap_or_else(|error| panic!("{error}"));
+        assert!(plain.cert_chain.is_none(), "without amqp_ca_file only the system's roots are trusted");
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_a_clear_error_naming_the_file() {
+        let garbage = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+        let cases = [
+            ("", "holds no PEM certificate"),
+            ("just some text\n", "holds no PEM certificate"),
+            (garbage, "certificate 1 is not a usable CA certificate"),
+        ];
+        for (text, expected) in cases {
+            let (config, file) = with_ca(text);
+            let message = config.validate().map_err(|error| error.to_string()).unwrap_err();
+            assert!(message.starts_with(&format!("amqp_ca_file {}: ", file.0.display())), "{message}");
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
+        let missing = BusConfig { amqp_ca_file: Some(PathBuf::from("/nonexistent/ca.pem")), ..defaults() };
+        let message = missing.validate().map_err(|error| error.to_string()).unwrap_err();
+        assert!(message.starts_with("amqp_ca_file /nonexistent/ca.pem: cannot be read"), "{message}");
     }
 }

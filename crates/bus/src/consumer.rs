@@ -281,7 +281,7 @@ async fn connect(
     config: &BusConfig,
     subscription: &Subscription,
 ) -> Result<(Connection, Channel, Channel, Consumer), Interruption> {
-    let connection = open(&config.amqp_url, subscription.connection_name()).await.map_err(Interruption::Connection)?;
+    let connection = open(config, subscription.connection_name()).await.map_err(Interruption::Connection)?;
     let channel = connection.create_channel().await.map_err(Interruption::Connection)?;
     subscription.topology().declare_on(&channel, config.delivery_limit).await.map_err(Interruption::Topology)?;
     // Dead letters go out on their own confirm channel, used by this consumer's loop alone.

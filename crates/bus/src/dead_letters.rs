@@ -413,7 +413,7 @@ impl Session {
     async fn open(config: &BusConfig, connection_name: &str) -> Result<Self, DeadLetterError> {
         config.validate()?;
         let connect = |source| DeadLetterError::Connect { url: redact_url(&config.amqp_url), source };
-        let connection = open(&config.amqp_url, connection_name).await.map_err(connect)?;
+        let connection = open(config, connection_name).await.map_err(connect)?;
         let publisher = confirm_channel(&connection).await.map_err(connect)?;
         Ok(Self { connection, config: config.clone(), publisher: tokio::sync::Mutex::new(publisher) })
     }
@@ -580,7 +580,8 @@ fn is_dead_letter_header(name: &str) -> bool {
         || name.starts_with("x-last-death-")
 }
 
-/// `properties` with the headers `drop` names removed.
+/// `properties` with the headers `drop` names removed, and without `user_id`: a message the broker
+/// dead-lettered itself may still carry one, and RabbitMQ refuses it from Concordat's own user.
 fn without_headers(properties: &BasicProperties, drop: impl Fn(&str) -> bool) -> BasicProperties {
     let headers: BTreeMap<ShortString, AMQPValue> = properties
         .headers()
@@ -589,7 +590,7 @@ fn without_headers(properties: &BasicProperties, drop: impl Fn(&str) -> bool) ->
             table.inner().iter().filter(|(name, _)| !drop(name.as_str())).map(|(n, v)| (n.clone(), v.clone())).collect()
         })
         .unwrap_or_default();
-    properties.clone().with_headers(FieldTable::from(headers))
+    crate::message::without_user_id(properties).with_headers(FieldTable::from(headers))
 }
 
 /// How many times the quorum queue has had this message returned.

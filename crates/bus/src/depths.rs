@@ -37,7 +37,7 @@ pub async fn queue_depths(config: &BusConfig, topology: &Topology) -> Result<Vec
 async fn depths_of(config: &BusConfig, queues: Vec<String>) -> Result<Vec<QueueDepth>, DeadLetterError> {
     config.validate()?;
     let connect = |source| DeadLetterError::Connect { url: redact_url(&config.amqp_url), source };
-    let connection = open(&config.amqp_url, "concordat-queue-depths").await.map_err(connect)?;
+    let connection = open(config, "concordat-queue-depths").await.map_err(connect)?;
     let mut depths = Vec::with_capacity(queues.len());
     let mut failed = None;
     for queue in queues {

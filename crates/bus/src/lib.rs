@@ -36,7 +36,8 @@ pub use dead_letters::{
 pub use depths::{QueueDepth, count_dead_letters, queue_depths};
 pub use message::{
     DEAD_LETTERED_AT_HEADER, DELIVERY_COUNT_HEADER, ERROR_HEADER, IncomingMessage, InvalidMessage,
-    ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, OutgoingMessage, QUORUM_DELIVERY_COUNT_HEADER, STAGE_HEADER,
+    ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, ORIGINAL_USER_ID_HEADER, OutgoingMessage,
+    QUORUM_DELIVERY_COUNT_HEADER, STAGE_HEADER,
 };
 pub use publisher::{PublishError, Publisher};
 pub use topology::{Stage, Subscription, Topology, TopologyError};

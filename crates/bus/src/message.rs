@@ -24,6 +24,9 @@ pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-concordat-original-routing-key"
 pub const DELIVERY_COUNT_HEADER: &str = "x-concordat-delivery-count";
 /// Header holding when a message was dead-lettered, as an AMQP timestamp (seconds since the Unix epoch).
 pub const DEAD_LETTERED_AT_HEADER: &str = "x-concordat-dead-lettered-at";
+/// Header holding the `user_id` property a dead-lettered message carried: the copy cannot keep the property
+/// itself, since RabbitMQ refuses a publish whose `user_id` is not the publishing connection's user.
+pub const ORIGINAL_USER_ID_HEADER: &str = "x-concordat-original-user-id";
 /// Header set by quorum queues: how many earlier deliveries of the message were not acknowledged.
 pub const QUORUM_DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
@@ -125,6 +128,7 @@ pub struct IncomingMessage {
     body: Vec<u8>,
     message_id: Option<String>,
     content_type: Option<String>,
+    user_id: Option<String>,
     headers: BTreeMap<String, String>,
     exchange: String,
     routing_key: String,
@@ -152,6 +156,7 @@ impl IncomingMessage {
             body,
             message_id: properties.message_id().as_ref().map(|id| id.as_str().to_owned()),
             content_type: properties.content_type().as_ref().map(|value| value.as_str().to_owned()),
+            user_id: properties.user_id().as_ref().map(|value| value.as_str().to_owned()),
             headers,
             exchange: exchange.to_owned(),
             routing_key: routing_key.to_owned(),
@@ -176,6 +181,14 @@ impl IncomingMessage {
     #[must_use]
     pub fn content_type(&self) -> Option<&str> {
         self.content_type.as_deref()
+    }
+
+    /// The AMQP `user-id`, if the publisher set one. RabbitMQ refuses a publish whose `user_id` is not the
+    /// user the publishing connection authenticated as (unless that user is tagged `impersonator`), so a
+    /// present value names the publisher.
+    #[must_use]
+    pub fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
     }
 
     /// The headers whose values are strings, numbers or booleans, as strings. Arrays, tables and byte
@@ -233,6 +246,7 @@ impl fmt::Debug for IncomingMessage {
         f.debug_struct("IncomingMessage")
             .field("message_id", &self.message_id)
             .field("content_type", &self.content_type)
+            .field("user_id", &self.user_id)
             .field("body_len", &self.body.len())
             .field("headers", &self.headers)
             .field("exchange", &self.exchange)
@@ -275,7 +289,9 @@ pub(crate) fn integer(value: &AMQPValue) -> Option<i128> {
 
 /// The properties of the dead-letter copy of a message: the original ones with the reason, stage, original
 /// route, delivery count and time (`dead_lettered_at`, seconds since the Unix epoch) added, and the quorum
-/// queue's own count removed so that it restarts in the dead-letter queue.
+/// queue's own count removed so that it restarts in the dead-letter queue. A `user_id` moves to
+/// [`ORIGINAL_USER_ID_HEADER`]: Concordat publishes the copy as its own user, which RabbitMQ would refuse
+/// with another user's id.
 pub(crate) fn dead_letter_properties(
     original: &BasicProperties,
     reason: &str,
@@ -297,7 +313,60 @@ pub(crate) fn dead_letter_properties(
     text(ORIGINAL_ROUTING_KEY_HEADER, routing_key);
     headers.insert(DELIVERY_COUNT_HEADER.into(), AMQPValue::LongLongInt(delivery_count.into()));
     headers.insert(DEAD_LETTERED_AT_HEADER.into(), AMQPValue::Timestamp(dead_lettered_at));
-    original.clone().with_delivery_mode(PERSISTENT).with_headers(FieldTable::from(headers))
+    if let Some(user_id) = original.user_id() {
+        headers.insert(ORIGINAL_USER_ID_HEADER.into(), AMQPValue::LongString(LongString::from(user_id.as_str())));
+    }
+    without_user_id(original).with_delivery_mode(PERSISTENT).with_headers(FieldTable::from(headers))
+}
+
+/// `properties` without `user_id`, for a copy Concordat publishes as its own user.
+pub(crate) fn without_user_id(properties: &BasicProperties) -> BasicProperties {
+    if properties.user_id().is_none() {
+        return properties.clone();
+    }
+    // lapin's properties have no way to unset one field, so the copy is built from the others.
+    let mut copy = BasicProperties::default();
+    let text = |value: &Option<ShortString>| value.clone();
+    if let Some(value) = text(properties.content_type()) {
+        copy = copy.with_content_type(value);
+    }
+    if let Some(value) = text(properties.content_encoding()) {
+        copy = copy.with_content_encoding(value);
+    }
+    if let Some(value) = properties.headers().clone() {
+        copy = copy.with_headers(value);
+    }
+    if let Some(value) = *properties.delivery_mode() {
+        copy = copy.with_delivery_mode(value);
+    }
+    if let Some(value) = *properties.priority() {
+        copy = copy.with_priority(value);
+    }
+    if let Some(value) = text(properties.correlation_id()) {
+        copy = copy.with_correlation_id(value);
+    }
+    if let Some(value) = text(properties.reply_to()) {
+        copy = copy.with_reply_to(value);
+    }
+    if let Some(value) = text(properties.expiration()) {
+        copy = copy.with_expiration(value);
+    }
+    if let Some(value) = text(properties.message_id()) {
+        copy = copy.with_message_id(value);
+    }
+    if let Some(value) = *properties.timestamp() {
+        copy = copy.with_timestamp(value);
+    }
+    if let Some(value) = text(properties.kind()) {
+        copy = copy.with_type(value);
+    }
+    if let Some(value) = text(properties.app_id()) {
+        copy = copy.with_app_id(value);
+    }
+    if let Some(value) = text(properties.cluster_id()) {
+        copy = copy.with_cluster_id(value);
+    }
+    copy
 }
 
 /// Reasons are for people reading the dead-letter queue; a runaway one must not outgrow a frame.
@@ -404,5 +473,24 @@ mod tests {
         let stored = incoming.header(ERROR_HEADER).unwrap_or_default();
         assert!(stored.len() <= MAX_REASON_BYTES && stored.starts_with('é'));
         Ok(())
+    }
+
+    #[test]
+    fn the_publisher_user_id_is_read_and_moves_to_a_header_in_the_dead_letter_copy() {
+        let original = BasicProperties::default()
+            .with_message_id("m-1".into())
+            .with_content_type("application/json".into())
+            .with_user_id("agency-safe-haven".into())
+            .with_app_id("helpline".into());
+        let incoming = IncomingMessage::new(Vec::new(), &original, "concordat.ingest", "safe-haven", false);
+        assert_eq!(incoming.user_id(), Some("agency-safe-haven"));
+        let copy = dead_letter_properties(&original, "refused", "ingest", "concordat.ingest", "safe-haven", 1, 0);
+        assert_eq!(copy.user_id(), &None, "RabbitMQ refuses another user's id from Concordat's own user");
+        let dead = IncomingMessage::new(Vec::new(), &copy, "concordat.dlx", "ingest", false);
+        assert_eq!(dead.header(ORIGINAL_USER_ID_HEADER), Some("agency-safe-haven"));
+        assert_eq!(dead.message_id(), Some("m-1"));
+        assert_eq!(dead.content_type(), Some("application/json"));
+        assert_eq!(copy.app_id().as_ref().map(ShortString::as_str), Some("helpline"));
+        assert_eq!(copy.delivery_mode(), &Some(PERSISTENT));
     }
 }

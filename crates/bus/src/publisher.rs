@@ -380,7 +380,7 @@ impl Publisher {
         {
             return Ok(Arc::clone(link));
         }
-        let connection = open(&self.config.amqp_url, &self.connection_name)
+        let connection = open(&self.config, &self.connection_name)
             .await
             .map_err(|source| PublishError::Connect { url: redact_url(&self.config.amqp_url), source })?;
         let link = Arc::new(Link {

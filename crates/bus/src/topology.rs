@@ -287,7 +287,7 @@ impl Topology {
     /// refuses a declaration, e.g. because an existing queue has other arguments.
     pub async fn declare(&self, config: &BusConfig) -> Result<(), TopologyError> {
         config.validate()?;
-        let connection = open(&config.amqp_url, "concordat-topology")
+        let connection = open(config, "concordat-topology")
             .await
             .map_err(|source| TopologyError::Connect { url: redact_url(&config.amqp_url), source })?;
         let channel = connection
@@ -357,7 +357,7 @@ impl Topology {
     /// [`TopologyError::Connect`] when the broker cannot be reached; [`TopologyError::Broker`] when a
     /// deletion fails. Deleting what does not exist succeeds.
     pub async fn delete(&self, config: &BusConfig) -> Result<(), TopologyError> {
-        let connection = open(&config.amqp_url, "concordat-topology")
+        let connection = open(config, "concordat-topology")
             .await
             .map_err(|source| TopologyError::Connect { url: redact_url(&config.amqp_url), source })?;
         let channel = connection

@@ -145,11 +145,41 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
         format: ReportFormat,
     },
+    /// Manage the agencies' RabbitMQ users: least privilege, one user per agency of the policy.
+    Agencies {
+        /// What to do.
+        #[command(subcommand)]
+        command: AgenciesCommand,
+    },
     /// Work with the tamper-evident audit log in the store.
     Audit {
         /// What to do.
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+/// `concordat agencies …`.
+#[derive(Debug, Subcommand)]
+pub enum AgenciesCommand {
+    /// Create one RabbitMQ user per agency of the policy (`agency-{id}`), which may read only its inbox,
+    /// publish only to `concordat.ingest` with its own id as routing key, and configure nothing; through
+    /// the management API, or as a definitions file. Idempotent: an existing user keeps its password. A new
+    /// password is printed once and written (0600) to the secrets directory as the agency's AMQP URL.
+    Provision {
+        /// The configuration file (default: ./concordat.toml when present, else the built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Where each agency's `agency-{id}.amqp` file (its AMQP URL with its credentials) is written.
+        #[arg(long, value_name = "DIR")]
+        secrets_dir: PathBuf,
+        /// Replace this agency's password (and close its open connections); leave the others alone.
+        #[arg(long, value_name = "AGENCY")]
+        rotate: Option<String>,
+        /// Write a definitions file for `rabbitmqctl import_definitions` instead of calling the management
+        /// API.
+        #[arg(long, value_name = "FILE")]
+        emit_definitions: Option<PathBuf>,
     },
 }
 

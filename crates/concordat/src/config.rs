@@ -30,6 +30,10 @@ const NOT_CONFIG: &[&str] =
 pub struct Config {
     /// The AMQP URL of RabbitMQ (`CONCORDAT_AMQP_URL`). Overrides `[bus] amqp_url`.
     pub amqp_url: String,
+    /// A PEM file of the private CA an `amqps://` broker's certificate chains to (`CONCORDAT_AMQP_CA_FILE`).
+    /// Overrides `[bus] amqp_ca_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp_ca_file: Option<PathBuf>,
     /// The store: `sqlite://data/concordat.db` (embedded, created on first run) or `postgres://…`
     /// (`CONCORDAT_STORE_URL`).
     pub store_url: String,
@@ -40,6 +44,10 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// The sharing policy file (`CONCORDAT_POLICY`).
     pub policy: PathBuf,
+    /// RabbitMQ's management HTTP API, for `concordat agencies provision` (`CONCORDAT_MANAGEMENT_URL`).
+    /// Unset, `amqp_url`'s host on port 15672 with `amqp_url`'s credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_url: Option<String>,
     /// The OTLP endpoint traces are exported to; unset, traces are not exported (`CONCORDAT_OTLP_ENDPOINT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
@@ -79,10 +87,12 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            amqp_ca_file: None,
             store_url: "sqlite://data/concordat.db".to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             policy: PathBuf::from("deploy/local/policies/northvale.yaml"),
+            management_url: None,
             otlp_endpoint: None,
             admin_token_file: None,
             bus: default_bus(),
@@ -166,6 +176,9 @@ impl Config {
         let (figment, warnings) = with_env_overrides(figment, env);
         let mut config: Config = figment.extract().map_err(|error| ConfigError(describe(&error)))?;
         config.bus.amqp_url = config.amqp_url.clone();
+        if config.amqp_ca_file.is_some() {
+            config.bus.amqp_ca_file = config.amqp_ca_file.clone();
+        }
         config.bus.validate().map_err(|error| ConfigError(error.to_string()))?;
         Ok((config, warnings))
     }
@@ -176,10 +189,12 @@ impl Config {
 fn with_env_overrides(mut figment: Figment, env: &[(String, String)]) -> (Figment, Vec<String>) {
     const SECTIONS: &[&str] = &[
         "amqp_url",
+        "amqp_ca_file",
         "store_url",
         "listen",
         "admin_listen",
         "policy",
+        "management_url",
         "otlp_endpoint",
         "admin_token_file",
         "bus",
@@ -277,6 +292,12 @@ mod tests {
         assert_eq!(config.bus.amqp_url, config.amqp_url, "the top-level URL is the one the bus uses");
         assert_eq!(config.bus.prefetch, 8);
         assert_eq!(config.bus.delivery_limit, 9);
+    }
+
+    #[test]
+    fn the_amqp_ca_file_reaches_the_bus_and_is_checked_at_load() {
+        let error = Config::load(None, &env(&[("CONCORDAT_AMQP_CA_FILE", "/nonexistent/ca.pem")])).unwrap_err();
+        assert!(error.to_string().starts_with("amqp_ca_file /nonexistent/ca.pem: cannot be read"), "{error}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_api;
+mod agencies;
 mod bench;
 mod cli;
 mod config;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use crate::cli::{AuditCommand, Cli, Command, DlqCommand, LogFormat};
+use crate::cli::{AgenciesCommand, AuditCommand, Cli, Command, DlqCommand, LogFormat};
 
 /// How a command failed, which decides the exit code (DESIGN.md §6).
 #[derive(Debug)]
@@ -112,6 +113,9 @@ fn try_main(cli: Cli, env: &[(String, String)], run_config: Option<Loaded>) -> R
             dlq::retry(config.as_deref(), id.as_deref(), dlq::Chosen { stage, reason, kind }, env)
         }
         Command::Audit { command: AuditCommand::Verify { config } } => ops::audit_verify(config.as_deref(), env),
+        Command::Agencies { command: AgenciesCommand::Provision { config, secrets_dir, rotate, emit_definitions } } => {
+            agencies::provision(&agencies::ProvisionArgs { config, secrets_dir, rotate, emit_definitions }, env)
+        }
         Command::Report { config, from, to, format } => {
             report::report(config.as_deref(), from.as_deref(), to.as_deref(), format, env)
         }

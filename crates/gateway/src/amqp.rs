@@ -7,14 +7,20 @@
 //! `delivery_limit` attempts the bus dead-letters it). A redelivered message yields the same event ids, so a
 //! publish that was confirmed before a crash but not acked is deduplicated by the router.
 //!
-//! The routing key is trusted as the sender's identity. That trust is a deployment matter: each agency gets
-//! its own RabbitMQ user whose topic permission (`rabbitmqctl set_topic_permissions -p / {user}
-//! concordat.ingest '^{agency}$' '^$'`) lets it publish to `concordat.ingest` with its own id only, and no
-//! other write permission. This module does not authenticate.
+//! **Who sent it.** The routing key only claims an agency; the message's `user_id` property proves it.
+//! RabbitMQ refuses a publish whose `user_id` differs from the user the connection authenticated as, so a
+//! message is taken as agency X's only when its `user_id` is X's RabbitMQ user, `{user_prefix}X`
+//! (`agency-X` by default, as `concordat agencies provision` creates it). A message whose `user_id` names
+//! another user is dead-lettered with the reason, whatever the configuration; one without `user_id` too,
+//! unless `[gateway.amqp] trust_routing_key` is on, a development allowance for administrative users such
+//! as `guest` that publish for any agency. The topic permission that provisioning sets (agency X may
+//! publish to `concordat.ingest` with routing key `X` only) is the broker's own second line. This module
+//! creates no users and sets no permissions.
 
 use chrono::{SubsecRound, Utc};
 use concordat_bus::{BusConfig, ConsumeError, IncomingMessage, Outcome, Subscription, TraceParent, consume};
 use concordat_episode::{AgencyId, Timestamp};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, Span, info, info_span, warn};
 
@@ -23,6 +29,90 @@ use crate::ingest::{Refusal, Submission, translate};
 
 /// The connection name the ingest consumer shows in RabbitMQ.
 pub const CONNECTION_NAME: &str = "concordat-gateway-ingest";
+
+/// How the AMQP ingest path tells who published a message: the `[gateway.amqp]` section.
+///
+/// ```toml
+/// [gateway.amqp]
+/// user_prefix = "agency-"     # agency X publishes as the RabbitMQ user agency-X
+/// trust_routing_key = false   # development only: accept messages without user_id by their routing key
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpIngestConfig {
+    /// What comes before an agency id in the name of its RabbitMQ user. Default `agency-`. Another prefix
+    /// lets two deployments share one broker (RabbitMQ users are not per virtual host).
+    #[serde(default = "default_user_prefix")]
+    pub user_prefix: String,
+
+    /// Accept a message that carries no `user_id` as from the agency its routing key names. For local
+    /// development only, where `guest` publishes for every agency; in production any user with write access
+    /// to `concordat.ingest` could then speak for any agency its topic permission allows. Default `false`.
+    #[serde(default)]
+    pub trust_routing_key: bool,
+}
+
+fn default_user_prefix() -> String {
+    "agency-".to_owned()
+}
+
+impl Default for AmqpIngestConfig {
+    /// The safe defaults: agency users named `agency-{id}`, `user_id` required.
+    fn default() -> Self {
+        Self { user_prefix: default_user_prefix(), trust_routing_key: false }
+    }
+}
+
+impl AmqpIngestConfig {
+    /// The RabbitMQ user that speaks for `agency`: `{user_prefix}{agency}`.
+    #[must_use]
+    pub fn user_for(&self, agency: &str) -> String {
+        format!("{}{agency}", self.user_prefix)
+    }
+}
+
+/// Why a message may not be taken as from the agency its routing key names. The text is the dead-letter
+/// reason; it names users and agencies, never anything of the payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityRefusal {
+    /// The message has no `user_id` and the routing key is not trusted on its own.
+    #[error(
+        "the message has no user_id property; publish as agency `{agency}`'s RabbitMQ user and set user_id to `{expected}`"
+    )]
+    Missing {
+        /// The agency the routing key names.
+        agency: String,
+        /// Its RabbitMQ user.
+        expected: String,
+    },
+    /// The message was published by another user than the agency's.
+    #[error("user_id `{user_id}` may not publish as agency `{agency}`, whose RabbitMQ user is `{expected}`")]
+    Mismatch {
+        /// The publisher, as RabbitMQ validated it.
+        user_id: String,
+        /// The agency the routing key names.
+        agency: String,
+        /// Its RabbitMQ user.
+        expected: String,
+    },
+}
+
+/// Checks that a message published with `user_id` may speak for `agency` (the module documentation gives
+/// the rule).
+///
+/// # Errors
+/// [`IdentityRefusal`] when it may not.
+pub fn check_sender(config: &AmqpIngestConfig, agency: &str, user_id: Option<&str>) -> Result<(), IdentityRefusal> {
+    let expected = config.user_for(agency);
+    match user_id {
+        Some(user_id) if user_id == expected => Ok(()),
+        Some(user_id) => {
+            Err(IdentityRefusal::Mismatch { user_id: user_id.to_owned(), agency: agency.to_owned(), expected })
+        }
+        None if config.trust_routing_key => Ok(()),
+        None => Err(IdentityRefusal::Missing { agency: agency.to_owned(), expected }),
+    }
+}
 
 /// Consumes `concordat.ingest` until `shutdown` is cancelled: every message's events are published to
 /// `concordat.events` (confirmed) before it is acked. The bus reconnects on its own.
@@ -61,6 +151,10 @@ async fn handle(gateway: &Gateway, message: IncomingMessage) -> Outcome {
             reason: "the routing key names no agency of the sharing policy; publish with your agency id".to_owned(),
         };
     };
+    if let Err(refusal) = check_sender(&gateway.inner.amqp, agency.as_str(), message.user_id()) {
+        warn!(%agency, user_id = message.user_id(), message_id = message.message_id(), "Ingest message from another user dead-lettered.");
+        return Outcome::DeadLetter { reason: refusal.to_string() };
+    }
     let Some(content_type) = message.content_type().map(str::to_owned) else {
         warn!(%agency, message_id = message.message_id(), "Ingest message without content type dead-lettered.");
         let accepted = party.format.content_types().join(", ");
@@ -128,5 +222,54 @@ async fn handle(gateway: &Gateway, message: IncomingMessage) -> Outcome {
             Outcome::DeadLetter { reason: format!("event {message_id} cannot be published: {source}") }
         }
         Err(error) => Outcome::Retry { reason: format!("publishing the events failed: {error}") },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(trust_routing_key: bool, agency: &str, user_id: Option<&str>) -> Result<(), String> {
+        let config = AmqpIngestConfig { trust_routing_key, ..AmqpIngestConfig::default() };
+        check_sender(&config, agency, user_id).map_err(|refusal| refusal.to_string())
+    }
+
+    #[test]
+    fn an_agency_user_speaks_for_its_own_agency_only() {
+        assert_eq!(check(false, "northvale-mh", Some("agency-northvale-mh")), Ok(()));
+        assert_eq!(
+            check(false, "northvale-police", Some("agency-northvale-mh")),
+            Err("user_id `agency-northvale-mh` may not publish as agency `northvale-police`, whose RabbitMQ user is \
+                 `agency-northvale-police`"
+                .to_owned())
+        );
+    }
+
+    #[test]
+    fn a_message_without_user_id_is_refused_unless_the_routing_key_is_trusted() {
+        let refused = check(false, "safe-haven", None).unwrap_err();
+        assert!(refused.contains("no user_id") && refused.contains("`agency-safe-haven`"), "{refused}");
+        assert_eq!(check(true, "safe-haven", None), Ok(()));
+    }
+
+    #[test]
+    fn trusting_the_routing_key_never_overrides_a_contradicting_user_id() {
+        for user_id in ["guest", "agency-northvale-police", "agency-safe-haven-2", ""] {
+            assert!(check(true, "safe-haven", Some(user_id)).is_err(), "{user_id}");
+        }
+    }
+
+    #[test]
+    fn the_prefix_names_the_user() {
+        let config = AmqpIngestConfig { user_prefix: "area2-".to_owned(), trust_routing_key: false };
+        assert_eq!(check_sender(&config, "safe-haven", Some("area2-safe-haven")), Ok(()));
+        assert!(check_sender(&config, "safe-haven", Some("agency-safe-haven")).is_err());
+    }
+
+    #[test]
+    fn the_section_defaults_to_safe() {
+        let config: AmqpIngestConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(config, AmqpIngestConfig { user_prefix: "agency-".to_owned(), trust_routing_key: false });
+        assert!(serde_json::from_str::<AmqpIngestConfig>(r#"{"trust_routing_keys": true}"#).is_err());
     }
 }

@@ -45,6 +45,11 @@ pub struct GatewayConfig {
     /// An agency of the policy that is absent here can still integrate over AMQP (`concordat.ingest`).
     #[serde(default)]
     pub agencies: BTreeMap<AgencyId, AgencyAccess>,
+
+    /// Who may publish as an agency over AMQP (`[gateway.amqp]`): agency users' names, and whether a
+    /// message without `user_id` is trusted by its routing key (development only).
+    #[serde(default)]
+    pub amqp: crate::amqp::AmqpIngestConfig,
 }
 
 /// One agency's HTTP access.
@@ -78,6 +83,7 @@ impl Default for GatewayConfig {
             body_limit_bytes: default_body_limit_bytes(),
             request_timeout_ms: default_request_timeout_ms(),
             agencies: BTreeMap::new(),
+            amqp: crate::amqp::AmqpIngestConfig::default(),
         }
     }
 }

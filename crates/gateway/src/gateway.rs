@@ -62,6 +62,8 @@ pub(crate) struct Inner {
     pub(crate) adapters: AdapterConfigs,
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) topology: Topology,
+    /// Who may publish as an agency over AMQP.
+    pub(crate) amqp: crate::amqp::AmqpIngestConfig,
 }
 
 /// The ingest gateway: cheap to clone, one per process. See the crate documentation for how it is served.
@@ -115,6 +117,7 @@ impl Gateway {
                 adapters,
                 publisher,
                 topology,
+                amqp: config.amqp,
             }),
         })
     }

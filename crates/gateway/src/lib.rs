@@ -51,7 +51,7 @@ mod http;
 mod ingest;
 mod problem;
 
-pub use amqp::{CONNECTION_NAME, consume_amqp_ingest};
+pub use amqp::{AmqpIngestConfig, CONNECTION_NAME, IdentityRefusal, check_sender, consume_amqp_ingest};
 pub use config::{AgencyAccess, GatewayConfig};
 pub use gateway::{Gateway, GatewayError};
 pub use http::EVENTS_ROUTE;
