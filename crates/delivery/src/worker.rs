@@ -2,9 +2,10 @@
 //! one, pushing each message to the agency's endpoint and settling it by the answer.
 //!
 //! The message in hand is held, unacknowledged, while its push is retried: a 5xx, a timeout or a
-//! connection failure waits on the backoff (and on `Retry-After` for 429 and 503) and tries again, for as
-//! long as the endpoint stays down, and the next message is not taken meanwhile, so order is kept and the
-//! queue buffers the rest durably. Requeueing instead would count each failure against the quorum queue's
+//! connection failure waits on the backoff (and on a webhook's `Retry-After` for 429 and 503; the FHIR
+//! push module does not pass the header on, so a FHIR server's is not read) and tries again, for as long
+//! as the endpoint stays down, and the next message is not taken meanwhile, so order is kept and the queue
+//! buffers the rest durably. Requeueing instead would count each failure against the quorum queue's
 //! `x-delivery-limit` and, after a few, drop the message to the dead letters although nothing was wrong
 //! with it. A 2xx is recorded in the store (`confirmed_at`, audited `delivery_confirmed`) before the ack,
 //! so a crash in between pushes the message again under the same `webhook-id`: receivers deduplicate by
