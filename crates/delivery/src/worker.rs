@@ -1,16 +1,16 @@
 //! The delivery worker's shell: one consumer per pushed agency on `agency.{id}.inbox`, with a prefetch of
 //! one, pushing each message to the agency's endpoint and settling it by the answer.
 //!
-//! The message in hand is held, unacknowledged, while its push is retried: a 5xx, a timeout or a
-//! connection failure waits on the backoff (and on a webhook's `Retry-After` for 429 and 503; the FHIR
-//! push module does not pass the header on, so a FHIR server's is not read) and tries again, for as long
-//! as the endpoint stays down, and the next message is not taken meanwhile, so order is kept and the queue
-//! buffers the rest durably. Requeueing instead would count each failure against the quorum queue's
-//! `x-delivery-limit` and, after a few, drop the message to the dead letters although nothing was wrong
-//! with it. A 2xx is recorded in the store (`confirmed_at`, audited `delivery_confirmed`) before the ack,
-//! so a crash in between pushes the message again under the same `webhook-id`: receivers deduplicate by
-//! it. A final refusal is dead-lettered to `concordat.dead.deliver` with the endpoint's reason. Shutdown
-//! stops the retries and returns the message to its queue (which counts one delivery against the limit).
+//! The message in hand is held, unacknowledged, while its push is retried: a 5xx, a timeout or a connection
+//! failure waits on the backoff (and on the endpoint's `Retry-After`, for a webhook's 429 and 503 and a
+//! FHIR server's retryable answers) and tries again, for as long as the endpoint stays down, and the next
+//! message is not taken meanwhile, so order is kept and the queue buffers the rest durably. Requeueing
+//! instead would count each failure against the quorum queue's `x-delivery-limit` and, after a few, drop
+//! the message to the dead letters although nothing was wrong with it. A 2xx is recorded in the store
+//! (`confirmed_at`, audited `delivery_confirmed`) before the ack, so a crash in between pushes the message
+//! again under the same `webhook-id`: receivers deduplicate by it. A final refusal is dead-lettered to
+//! `concordat.dead.deliver` with the endpoint's reason. Shutdown stops the retries and returns the message
+//! to its queue (which counts one delivery against the limit).
 //!
 //! This module does not sign (see `webhook.rs`), decide what an answer means (`answer.rs`) or speak FHIR
 //! (the NHS adapter's push module does).
@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use crate::answer::{Answer, classify, operation_outcome_reason};
+use crate::answer::{Answer, classify, operation_outcome_reason, retry_after};
 use crate::config::{Deliveries, Endpoint};
 use crate::webhook::WebhookSecret;
 
@@ -285,7 +285,10 @@ impl Pusher {
                     .and_then(operation_outcome_reason)
                     .unwrap_or_else(|| "no OperationOutcome given".to_owned()),
             },
-            Err(PushError::Exhausted { last, .. }) => Answer::Retry { reason: last, after: None },
+            Err(PushError::Exhausted { last, retry_after: header, .. }) => {
+                let after = header.as_deref().and_then(|value| retry_after(value, SystemTime::now()));
+                Answer::Retry { reason: last, after }
+            }
             Err(error @ PushError::NotABundle) => Answer::Refused { status: None, reason: error.to_string() },
         }
     }
