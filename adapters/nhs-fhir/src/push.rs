@@ -97,6 +97,9 @@ pub enum PushError {
         attempts: u32,
         /// The last failure (`HTTP 503`, `timeout`, `connection failed`).
         last: String,
+        /// The last answer's `Retry-After` header as the server sent it (a 429's or 503's), for a caller
+        /// that tries again later.
+        retry_after: Option<String>,
     },
     /// The rendered body is not a message Bundle this module can convert.
     #[error("the rendered body is not a FHIR message Bundle")]
@@ -128,24 +131,25 @@ pub async fn push(client: &reqwest::Client, config: &PushConfig, rendered: &Rend
     let attempts = config.max_attempts.max(1);
     let mut backoff = Duration::from_millis(config.initial_backoff_ms);
     let mut last = String::new();
+    let mut last_retry_after = None;
     for attempt in 1..=attempts {
         match attempt_once(client, &url, &body, timeout).await {
             Attempt::Accepted(status, response) => return Ok(Delivered { status, attempts: attempt, response }),
             Attempt::Refused(status, outcome) => return Err(PushError::Rejected { status, outcome }),
-            Attempt::Retry(reason) => last = reason,
+            Attempt::Retry(reason, retry_after) => (last, last_retry_after) = (reason, retry_after),
         }
         if attempt < attempts {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(config.max_backoff_ms));
         }
     }
-    Err(PushError::Exhausted { attempts, last })
+    Err(PushError::Exhausted { attempts, last, retry_after: last_retry_after })
 }
 
 enum Attempt {
     Accepted(u16, Option<Value>),
     Refused(u16, Option<Value>),
-    Retry(String),
+    Retry(String, Option<String>),
 }
 
 async fn attempt_once(client: &reqwest::Client, url: &str, body: &[u8], timeout: Duration) -> Attempt {
@@ -159,12 +163,14 @@ async fn attempt_once(client: &reqwest::Client, url: &str, body: &[u8], timeout:
         .await;
     let response = match sent {
         Ok(response) => response,
-        Err(error) => return Attempt::Retry(failure(&error)),
+        Err(error) => return Attempt::Retry(failure(&error), None),
     };
     let status = response.status();
+    let retry_after =
+        response.headers().get(reqwest::header::RETRY_AFTER).and_then(|value| value.to_str().ok()).map(str::to_owned);
     let bytes = match response.bytes().await {
         Ok(bytes) => bytes,
-        Err(error) => return Attempt::Retry(failure(&error)),
+        Err(error) => return Attempt::Retry(failure(&error), None),
     };
     let json = serde_json::from_slice::<Value>(&bytes).ok();
     let code = status.as_u16();
@@ -174,7 +180,7 @@ async fn attempt_once(client: &reqwest::Client, url: &str, body: &[u8], timeout:
         let outcome = json.filter(|value| value["resourceType"] == "OperationOutcome");
         Attempt::Refused(code, outcome)
     } else {
-        Attempt::Retry(format!("HTTP {code}"))
+        Attempt::Retry(format!("HTTP {code}"), retry_after)
     }
 }
 

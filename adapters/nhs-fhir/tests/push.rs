@@ -23,6 +23,7 @@ enum Answer {
     ServerError,
     Unprocessable,
     Slow(Duration),
+    TooMany,
 }
 
 #[derive(Default)]
@@ -82,6 +83,7 @@ async fn serve(mut stream: TcpStream, answer: Answer, seen: Arc<Mutex<Seen>>) {
         seen.paths.push(path);
         seen.bundle_types.push(bundle.r#type.as_ref().to_owned());
     }
+    let retry_after = if matches!(answer, Answer::TooMany) { "retry-after: 7\r\n" } else { "" };
     let (status, body) = match answer {
         Answer::Ok(status) => (
             status,
@@ -95,13 +97,17 @@ async fn serve(mut stream: TcpStream, answer: Answer, seen: Arc<Mutex<Seen>>) {
             422,
             r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invariant","diagnostics":"Communication.subject: patient unknown to this trust"}]}"#,
         ),
+        Answer::TooMany => (
+            429,
+            r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"throttled","diagnostics":"slow down"}]}"#,
+        ),
         Answer::Slow(delay) => {
             tokio::time::sleep(delay).await;
             (200, r#"{"resourceType":"OperationOutcome","issue":[{"severity":"information","code":"informational"}]}"#)
         }
     };
     let response = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/fhir+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} X\r\ncontent-type: application/fhir+json\r\n{retry_after}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = stream.write_all(response.as_bytes()).await;
@@ -163,8 +169,17 @@ async fn server_errors_are_retried_until_accepted() {
 async fn server_errors_exhaust_the_attempts() {
     let (base, seen) = receiver(vec![Answer::ServerError]).await;
     let error = push(&reqwest::Client::new(), &config(base, PushMode::ProcessMessage), &rendered()).await.unwrap_err();
-    assert_eq!(error, PushError::Exhausted { attempts: 3, last: "HTTP 500".to_owned() });
+    assert_eq!(error, PushError::Exhausted { attempts: 3, last: "HTTP 500".to_owned(), retry_after: None });
     assert_eq!(seen.lock().unwrap().paths.len(), 3);
+}
+
+#[tokio::test]
+async fn too_many_requests_is_retried_and_passes_on_retry_after() {
+    let (base, seen) = receiver(vec![Answer::TooMany]).await;
+    let error = push(&reqwest::Client::new(), &config(base, PushMode::ProcessMessage), &rendered()).await.unwrap_err();
+    let expected = PushError::Exhausted { attempts: 3, last: "HTTP 429".to_owned(), retry_after: Some("7".to_owned()) };
+    assert_eq!(error, expected);
+    assert_eq!(seen.lock().unwrap().paths.len(), 3, "a 429 is retried");
 }
 
 #[tokio::test]

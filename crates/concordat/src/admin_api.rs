@@ -165,6 +165,7 @@ fn timeline_json(timeline: &Timeline) -> Value {
                 "attempts": delivery.attempts,
                 "created_at": delivery.created_at,
                 "sent_at": delivery.sent_at,
+                "confirmed_at": delivery.confirmed_at,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use concordat_bus::BusConfig;
+use concordat_delivery::DeliveryConfig;
 use concordat_formats::AdapterConfigs;
 use concordat_gateway::GatewayConfig;
 use concordat_router::RetentionConfig;
@@ -75,6 +76,10 @@ pub struct Config {
     /// `CONCORDAT_RETENTION__EVENTS=90d`).
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// How each agency receives (`[delivery.agencies.{id}] channel = "amqp" | "webhook" | "fhir" |
+    /// "portal"`, default `amqp`), and the delivery worker's timeout and retries (`CONCORDAT_DELIVERY__…`).
+    #[serde(default, skip_serializing)]
+    pub delivery: DeliveryConfig,
 }
 
 fn default_bus() -> BusConfig {
@@ -102,6 +107,7 @@ impl Default for Config {
             feedback_due_hours: 24,
             episode_quiet_hours: 72,
             retention: RetentionConfig::default(),
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -204,6 +210,7 @@ fn with_env_overrides(mut figment: Figment, env: &[(String, String)]) -> (Figmen
         "feedback_due_hours",
         "episode_quiet_hours",
         "retention",
+        "delivery",
     ];
     let mut warnings = Vec::new();
     for (key, value) in env {
@@ -306,6 +313,26 @@ mod tests {
         let (config, warnings) = Config::load(Some(&path), &[]).unwrap();
         assert!(warnings.is_empty());
         assert_eq!(config.gateway.agencies.len(), 8, "every sample agency can post");
+        assert!(config.delivery.agencies.is_empty(), "the sample agencies read their inboxes over AMQP");
+    }
+
+    #[test]
+    fn an_agency_is_given_a_webhook_from_the_file_or_the_environment() {
+        let toml = file(concat!(
+            "[delivery]\nretry_max_ms = 5000\n",
+            "[delivery.agencies.northvale-police]\nchannel = \"webhook\"\n",
+            "webhook_url = \"https://rms.example/hook\"\nwebhook_secret_file = \"/run/secrets/police.whsec\"\n",
+        ));
+        let (config, warnings) =
+            Config::load(Some(toml.path()), &env(&[("CONCORDAT_DELIVERY__RETRY_INITIAL_MS", "250")])).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let police = &config.delivery.agencies["northvale-police"];
+        assert_eq!(police.channel, concordat_delivery::Channel::Webhook);
+        assert_eq!(police.webhook_url.as_deref(), Some("https://rms.example/hook"));
+        assert_eq!((config.delivery.retry_initial_ms, config.delivery.retry_max_ms), (250, 5000));
+        let typo = file("[delivery.agencies.northvale-police]\nchanel = \"webhook\"\n");
+        let error = Config::load(Some(typo.path()), &[]).unwrap_err().to_string();
+        assert!(error.contains("chanel"), "{error}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use concordat_bus::{Publisher, Topology, redact_url};
+use concordat_delivery::run_delivery;
 use concordat_gateway::{Gateway, consume_amqp_ingest};
 use concordat_policy::Policy;
 use concordat_router::{Router, run_housekeeping, run_relay, run_retention, run_router};
@@ -123,6 +124,7 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
     tracing::info!(message = "Listening.", ingest = %config.listen, admin = %config.admin_listen);
 
     let shutdown = CancellationToken::new();
+    let delivery = start_delivery(&config, &topology, &store, shutdown.clone())?;
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let amqp_ingest = tokio::spawn(consume_amqp_ingest(gateway.clone(), config.bus.clone(), shutdown.clone()));
     let relay = tokio::spawn(run_relay(store.clone(), publisher, Some(router.hand_to_relay()), shutdown.clone()));
@@ -170,12 +172,30 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
         }
     }
     relay.await.map_err(|error| Failure::Service(anyhow!("the outbox relay failed: {error}")))?;
+    delivery.await.map_err(|error| Failure::Service(anyhow!("the delivery worker failed: {error}")))??;
     housekeeping.await.map_err(|error| Failure::Service(anyhow!("episode housekeeping failed: {error}")))?;
     retention.await.map_err(|error| Failure::Service(anyhow!("retention failed: {error}")))?;
     depths.await.map_err(|error| Failure::Service(anyhow!("reading queue depths failed: {error}")))?;
     store.close().await;
     tracing::info!(message = "Stopped.");
     Ok(())
+}
+
+/// The delivery role: checks `[delivery]` against the policy's agencies (reading each webhook's secret file)
+/// and spawns the worker that pushes the inboxes of `webhook` and `fhir` agencies until `shutdown`. A
+/// `delivery` role would start this alone; `amqp` and `portal` agencies' inboxes are left to them.
+///
+/// # Errors
+/// [`Failure::Input`] for a `[delivery]` section that cannot be used.
+fn start_delivery(
+    config: &Config,
+    topology: &Topology,
+    store: &Store,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<Result<(), Failure>>, Failure> {
+    let deliveries = config.delivery.validate(topology.agencies()).map_err(|error| Failure::Input(error.into()))?;
+    let worker = run_delivery(deliveries, config.bus.clone(), topology.clone(), store.clone(), shutdown);
+    Ok(tokio::spawn(async move { worker.await.map_err(|error| Failure::Service(error.into())) }))
 }
 
 /// Opens the store (running its migrations), waiting at most [`CONNECT_DEADLINE`].

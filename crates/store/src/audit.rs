@@ -127,6 +127,15 @@ pub enum AuditRecord {
         /// The message id.
         delivery_id: DeliveryId,
     },
+    /// The recipient's own endpoint (its webhook or FHIR server) accepted a pushed delivery with a 2xx.
+    DeliveryConfirmed {
+        /// The message id.
+        delivery_id: DeliveryId,
+        /// How it was pushed: `webhook` or `fhir`.
+        channel: String,
+        /// The HTTP status the endpoint answered.
+        status: u16,
+    },
     /// A delivery failed too often and was given up.
     DeliveryDead {
         /// The message id.
@@ -170,6 +179,7 @@ impl AuditRecord {
             Self::Decision { .. } => "decision",
             Self::DeliveryEnqueued { .. } => "delivery_enqueued",
             Self::DeliverySent { .. } => "delivery_sent",
+            Self::DeliveryConfirmed { .. } => "delivery_confirmed",
             Self::DeliveryDead { .. } => "delivery_dead",
             Self::DeliveryRetried { .. } => "delivery_retried",
             Self::FeedbackDelivered { .. } => "feedback_delivered",

@@ -403,6 +403,8 @@ pub struct DeliveryMeta {
     pub created_at: DateTime<Utc>,
     /// When RabbitMQ confirmed it.
     pub sent_at: Option<DateTime<Utc>>,
+    /// When the recipient's own endpoint accepted it, for a delivery the delivery worker pushed.
+    pub confirmed_at: Option<DateTime<Utc>>,
     /// True once the body was purged.
     pub body_purged: bool,
 }

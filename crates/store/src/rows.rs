@@ -177,7 +177,7 @@ pub(crate) fn pending_delivery(row: &impl Cols) -> Result<PendingDelivery, Store
 }
 
 pub(crate) const DELIVERY_META_COLUMNS: &str = "delivery_id, event_id, decision_id, recipient, status, attempts, \
-     last_error, created_at, sent_at, CAST(CASE WHEN body IS NULL THEN 1 ELSE 0 END AS BIGINT) AS body_purged";
+     last_error, created_at, sent_at, confirmed_at, CAST(CASE WHEN body IS NULL THEN 1 ELSE 0 END AS BIGINT) AS body_purged";
 
 pub(crate) fn delivery_meta(row: &impl Cols) -> Result<DeliveryMeta, StoreError> {
     const T: &str = "outbox";
@@ -191,6 +191,7 @@ pub(crate) fn delivery_meta(row: &impl Cols) -> Result<DeliveryMeta, StoreError>
         last_error: row.opt_text("last_error")?,
         created_at: row.time("created_at")?,
         sent_at: row.opt_time("sent_at")?,
+        confirmed_at: row.opt_time("confirmed_at")?,
         body_purged: row.int("body_purged")? != 0,
     })
 }

@@ -242,6 +242,27 @@ impl Store {
         Ok(status)
     }
 
+    /// Records that the recipient's own endpoint accepted a pushed delivery (a 2xx from its webhook or FHIR
+    /// server) at `at`: sets `confirmed_at` and audits `delivery_confirmed` with the `channel` (`webhook`,
+    /// `fhir`) and the HTTP `status`, in one transaction. The first confirmation counts: a delivery pushed
+    /// again after a crash, or one no longer in the outbox (purged, or never written there), is left as it
+    /// is and `false` returned.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`]; nothing was recorded.
+    pub async fn mark_confirmed(
+        &self,
+        id: DeliveryId,
+        channel: &str,
+        status: u16,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let marked = tx.mark_confirmed(id, channel, status, at).await?;
+        tx.commit().await?;
+        Ok(marked)
+    }
+
     /// Dead deliveries, oldest first, for the admin API.
     ///
     /// # Errors
@@ -467,6 +488,7 @@ mod tests {
         send(&store.pending_outbox_created_before(1, Some(now)));
         send(&store.mark_sent_in_groups(&[]));
         send(&store.mark_failed(DeliveryId(Uuid::nil()), "", 1, now));
+        send(&store.mark_confirmed(DeliveryId(Uuid::nil()), "webhook", 200, now));
         send(&store.dead_deliveries(1));
         send(&store.retry_delivery(DeliveryId(Uuid::nil()), now));
         send(&store.audit_verify());

@@ -1427,6 +1427,24 @@ impl Tx {
         Ok(status)
     }
 
+    pub(crate) async fn mark_confirmed(
+        &mut self,
+        id: crate::model::DeliveryId,
+        channel: &str,
+        status: u16,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.flush().await?;
+        let sql = "UPDATE outbox SET confirmed_at = $2 WHERE delivery_id = $1 AND confirmed_at IS NULL";
+        let at = micros(at);
+        let marked = on!(self, |c| sqlx::query(sql).bind(id.0).bind(at).execute(&mut **c).await?.rows_affected()) == 1;
+        if marked {
+            let record = AuditRecord::DeliveryConfirmed { delivery_id: id, channel: channel.to_owned(), status };
+            self.audit.push((at, record));
+        }
+        Ok(marked)
+    }
+
     pub(crate) async fn retry_dead(
         &mut self,
         id: crate::model::DeliveryId,

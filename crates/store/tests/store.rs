@@ -22,6 +22,7 @@ on_both_backends!(
     subject_keys_match_open_episodes_only,
     a_dropped_transaction_leaves_nothing,
     outbox_keeps_creation_order_and_marks,
+    pushed_deliveries_are_confirmed_once_and_audited,
     many_rows_in_one_call_keep_order_and_name_the_refused_row,
     recorded_events_are_written_at_flush_and_refused_twice,
     members_added_together_are_audited_once_each,
@@ -504,6 +505,26 @@ async fn outbox_keeps_creation_order_and_marks(db: TestDb) -> anyhow::Result<()>
     let unknown = db.store.mark_failed(DeliveryId(Uuid::nil()), "x", 2, at(9)).await;
     assert!(matches!(unknown, Err(StoreError::NotFound(_))));
     assert!(db.store.audit_verify().await?.records > 0);
+    Ok(())
+}
+
+async fn pushed_deliveries_are_confirmed_once_and_audited(db: TestDb) -> anyhow::Result<()> {
+    let event = s136("NVP-1#s136", "NVP-20260301-0457", None, 1);
+    let episode = route_and_deliver(&db, &event, "northvale-police").await?;
+    let id = delivery(&event, "northvale-police", 1).delivery_id;
+    let audited = db.store.audit_verify().await?.records;
+    // The worker may push before the relay's mark lands: confirming does not need the row to be sent.
+    assert!(db.store.mark_confirmed(id, "webhook", 204, at(3)).await?);
+    assert!(!db.store.mark_confirmed(id, "webhook", 200, at(4)).await?, "a second push confirms nothing new");
+    assert!(!db.store.mark_confirmed(DeliveryId(Uuid::nil()), "fhir", 200, at(4)).await?, "unknown id");
+    assert_eq!(db.store.mark_sent(&[id], at(5)).await?, 1, "the relay's mark still lands");
+    let verified = db.store.audit_verify().await?;
+    assert_eq!(verified.records, audited + 2, "one delivery_confirmed, one delivery_sent");
+    let kinds = db.count("SELECT CAST(COUNT(*) AS BIGINT) FROM audit_log WHERE kind = 'delivery_confirmed'").await?;
+    assert_eq!(kinds, 1);
+    let timeline = db.store.episode_timeline(episode).await?.unwrap();
+    let meta = &timeline.entries[0].deliveries[0];
+    assert_eq!((meta.confirmed_at, meta.sent_at, meta.status), (Some(at(3)), Some(at(5)), DeliveryStatus::Sent));
     Ok(())
 }
 
