@@ -2,9 +2,12 @@
 //! (`POST /v1/agencies/{agency}/events`) or AMQP (`concordat.ingest`), and leave as validated canonical events
 //! on `concordat.events`, confirmed by RabbitMQ.
 //!
-//! - [`GatewayConfig`] is the `[gateway]` configuration section: limits and each agency's token digests.
+//! - [`GatewayConfig`] is the `[gateway]` configuration section: limits, rate limits, and each agency's token
+//!   and client-certificate digests.
 //! - [`Gateway::new`] checks it against the sharing policy; [`Gateway::router`] is the axum router the binary
 //!   serves on `listen`; [`consume_amqp_ingest`] runs the AMQP path until shutdown.
+//! - [`listener`] serves a router on a TCP listener, over HTTPS when configured, with the connection limits of
+//!   `[listeners]`; every HTTP listener of the binary (ingest, admin) uses it.
 //! - Refusals are RFC 9457 problems (`urn:concordat:problem:*`), or FHIR `OperationOutcome`s for FHIR clients.
 //!
 //! **Architecture invariant:** a `202` (or an AMQP ack) is given only after RabbitMQ confirmed every event of
@@ -45,11 +48,14 @@
 
 mod amqp;
 mod auth;
+mod certificates;
 mod config;
 mod gateway;
 mod http;
 mod ingest;
+pub mod listener;
 mod problem;
+mod rate;
 
 pub use amqp::{CONNECTION_NAME, consume_amqp_ingest};
 pub use config::{AgencyAccess, GatewayConfig};
