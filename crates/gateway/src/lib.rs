@@ -22,6 +22,7 @@
 //!
 //! use concordat_bus::{BusConfig, Publisher, Topology};
 //! use concordat_formats::AdapterConfigs;
+//! use concordat_gateway::listener::{self, Listener, ListenerConfig};
 //! use concordat_gateway::{Gateway, GatewayConfig, consume_amqp_ingest};
 //! use concordat_policy::Policy;
 //! use tokio_util::sync::CancellationToken;
@@ -38,8 +39,10 @@
 //!     let publisher = Arc::new(Publisher::connect(&bus, "concordat-gateway").await?);
 //!     let gateway = Gateway::new(config, policy, adapters, publisher, topology)?;
 //!     let amqp = tokio::spawn(consume_amqp_ingest(gateway.clone(), bus, shutdown.clone()));
-//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//!     axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+//!     let tcp = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     // Plain HTTP here; `listener::TlsIdentity::acceptor` gives the `tls` of an HTTPS listener.
+//!     let listener = Listener { tcp, tls: None, limits: ListenerConfig::default(), name: "ingest" };
+//!     listener::serve(listener, gateway.router(), shutdown.clone()).await;
 //!     shutdown.cancel();
 //!     amqp.await??;
 //!     Ok(())
