@@ -11,6 +11,7 @@
 //! `concordat` binary: `cargo test --workspace` builds it; `CONCORDAT_BIN` names another one.
 
 pub mod otlp;
+pub mod pki;
 
 /// The payloads and values the suites share.
 pub mod fixtures {
@@ -208,6 +209,33 @@ enum Cleanup {
     Database { admin_url: String, name: String },
 }
 
+/// What an area is started with beyond the sample configuration.
+#[derive(Debug, Default)]
+pub struct Options<'a> {
+    /// Added to the process's environment (e.g. `CONCORDAT_OTLP_ENDPOINT`, `CONCORDAT_TLS_CERT`).
+    pub env: &'a [(&'a str, &'a str)],
+    /// The configuration file's text, used instead of `deploy/local/concordat.toml`; relative paths in it
+    /// resolve from the workspace root.
+    pub config: Option<String>,
+    /// The CA certificate (PEM) of an area served over HTTPS: the harness then speaks HTTPS, trusting only it.
+    pub https_ca_pem: Option<String>,
+}
+
+/// The sample configuration, `deploy/local/concordat.toml`, with `lines` added to agencies' sections (e.g.
+/// `("northvale-mh", "client_cert_sha256 = [\"…\"]")`).
+///
+/// # Errors
+/// The file cannot be read or has no section for an agency.
+pub fn sample_config_with(lines: &[(&str, &str)]) -> Result<String> {
+    let mut text = std::fs::read_to_string(root().join("deploy/local/concordat.toml"))?;
+    for (agency, line) in lines {
+        let header = format!("[gateway.agencies.{agency}]\n");
+        let at = text.find(&header).with_context(|| format!("no section for {agency}"))? + header.len();
+        text.insert_str(at, &format!("{line}\n"));
+    }
+    Ok(text)
+}
+
 /// One sample area served by a running `concordat run`.
 pub struct Area {
     vhost: String,
@@ -223,6 +251,9 @@ pub struct Area {
     http: reqwest::Client,
     amqp: Option<Connection>,
     env: Vec<(String, String)>,
+    config: PathBuf,
+    scheme: &'static str,
+    https_ca_pem: Option<String>,
 }
 
 impl Area {
@@ -239,6 +270,15 @@ impl Area {
     /// # Errors
     /// As [`Self::start`].
     pub async fn start_with(store: StoreKind, env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_with_options(store, Options { env, ..Options::default() }).await
+    }
+
+    /// [`Self::start`], with the [`Options`].
+    ///
+    /// # Errors
+    /// As [`Self::start`], or a CA certificate that cannot be read.
+    pub async fn start_with_options(store: StoreKind, options: Options<'_>) -> Result<Self> {
+        let env = options.env;
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let vhost = format!("e2e-{unique}");
         rabbitmqctl(&["-q", "add_vhost", &vhost])?;
@@ -261,6 +301,19 @@ impl Area {
                 (with_database(&admin_url, &name), Cleanup::Database { admin_url, name })
             }
         };
+        let logs = tempfile::tempdir()?;
+        let config = match &options.config {
+            Some(text) => {
+                let path = logs.path().join("concordat.toml");
+                std::fs::write(&path, text)?;
+                path
+            }
+            None => PathBuf::from("deploy/local/concordat.toml"),
+        };
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(ca) = &options.https_ca_pem {
+            http = http.tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes())?]);
+        }
         let mut area = Self {
             vhost,
             amqp_url,
@@ -268,13 +321,16 @@ impl Area {
             ingest: free_port()?,
             admin: free_port()?,
             child: None,
-            logs: tempfile::tempdir()?,
+            logs,
             starts: 0,
             cleanup: Some(cleanup),
             tokens: dev_tokens()?,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+            http: http.build()?,
             amqp: None,
             env: env.iter().map(|&(name, value)| (name.to_owned(), value.to_owned())).collect(),
+            config,
+            scheme: if options.https_ca_pem.is_some() { "https" } else { "http" },
+            https_ca_pem: options.https_ca_pem,
         };
         area.launch().await?;
         Ok(area)
@@ -313,14 +369,15 @@ impl Area {
         let log = File::create(self.logs.path().join(format!("run-{}.log", self.starts)))?;
         let child = self
             .command()?
-            .args(["run", "--config", "deploy/local/concordat.toml"])
+            .args(["run", "--config"])
+            .arg(&self.config)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .context("starting concordat run")?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        let url = format!("http://127.0.0.1:{}/readyz", self.admin);
+        let url = self.admin_url("/readyz");
         loop {
             if let Ok(response) = self.http.get(&url).send().await
                 && response.status().is_success()
@@ -339,7 +396,48 @@ impl Area {
 
     /// The URL of `path` on the admin listener, for a client other than this harness (a browser).
     pub fn admin_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.admin)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.admin)
+    }
+
+    /// The URL of `path` on the ingest listener.
+    pub fn ingest_url(&self, path: &str) -> String {
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.ingest)
+    }
+
+    /// A client of the area's listeners like the harness's own (trusting only the test CA over HTTPS),
+    /// presenting `identity` when a listener asks for a client certificate.
+    ///
+    /// # Errors
+    /// The client cannot be built.
+    pub fn client_with(&self, identity: Option<reqwest::Identity>) -> Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(ca) = &self.https_ca_pem {
+            builder = builder.tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes())?]);
+        }
+        if let Some(identity) = identity {
+            builder = builder.identity(identity);
+        }
+        Ok(builder.build()?)
+    }
+
+    /// Posts `body` to `agency`'s ingest endpoint with `client`, and `token` if given.
+    ///
+    /// # Errors
+    /// The request could not be sent (a refused TLS handshake among others).
+    pub async fn post_via(
+        &self,
+        client: &reqwest::Client,
+        agency: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<Answer> {
+        let url = self.ingest_url(&format!("/v1/agencies/{agency}/events"));
+        let mut request = client.post(url).header(reqwest::header::CONTENT_TYPE, content_type).body(body.into());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Answer::read(request.send().await?).await
     }
 
     /// Calls the admin API: `method` on `path` (from `/v1/admin/…`) with `token` (none: no header).
@@ -347,7 +445,7 @@ impl Area {
     /// # Errors
     /// The request could not be sent.
     pub async fn admin(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> Result<Answer> {
-        let mut request = self.http.request(method, format!("http://127.0.0.1:{}{path}", self.admin));
+        let mut request = self.http.request(method, self.admin_url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -360,13 +458,8 @@ impl Area {
     /// # Errors
     /// The request could not be sent.
     pub async fn admin_json(&self, method: reqwest::Method, path: &str, body: &Value) -> Result<Answer> {
-        let response = self
-            .http
-            .request(method, format!("http://127.0.0.1:{}{path}", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(body)
-            .send()
-            .await?;
+        let response =
+            self.http.request(method, self.admin_url(path)).bearer_auth(ADMIN_TOKEN).json(body).send().await?;
         Answer::read(response).await
     }
 
@@ -434,7 +527,7 @@ impl Area {
         body: impl Into<reqwest::Body>,
         headers: &[(&str, &str)],
     ) -> Result<Answer> {
-        let url = format!("http://127.0.0.1:{}/v1/agencies/{agency}/events", self.ingest);
+        let url = self.ingest_url(&format!("/v1/agencies/{agency}/events"));
         let mut request = self
             .http
             .post(url)
@@ -622,7 +715,7 @@ impl Area {
     /// # Errors
     /// The binary could not be run.
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
-        Ok(self.command()?.args(args).args(["--config", "deploy/local/concordat.toml"]).output()?)
+        Ok(self.command()?.args(args).arg("--config").arg(&self.config).output()?)
     }
 
     /// Rows of a query on the area's store, each column as text (for checks on what was recorded).

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow};
 use concordat_bus::{Outcome, OutgoingMessage, Publisher, Subscription, Topology, TraceParent, consume};
 use concordat_episode::NhsNumber;
+use concordat_gateway::listener::Listener;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -596,6 +597,9 @@ pub fn pipeline(
 ) -> Result<(), Failure> {
     let (mut config, _) = Config::load(config_file, env).map_err(|error| Failure::Input(error.into()))?;
     config.store_url = store_url.to_owned();
+    // The bench offers far more than an area's agencies send: their rate limits would measure themselves.
+    config.gateway.rate_limit_per_minute = u32::MAX;
+    config.gateway.rate_limit_burst = u32::MAX;
     let policy = Arc::new(crate::pure::load_policy(&config.policy)?);
     let agencies: Vec<String> = policy.agencies().iter().map(|agency| agency.id.to_string()).collect();
     let topology = Topology::with_prefix(prefix, agencies).map_err(|error| Failure::Input(error.into()))?;
@@ -612,9 +616,9 @@ pub fn pipeline(
             .context("binding the bench's ingest port")
             .map_err(Failure::Service)?;
         let address = listener.local_addr().context("the bench's ingest port").map_err(Failure::Service)?;
-        let serving =
-            axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let serving = tokio::spawn(async move { serving.await });
+        // Served as `concordat run` serves it, with the configured `[listeners]` limits.
+        let listener = Listener { tcp: listener, tls: None, limits: config.listeners, name: "ingest" };
+        let serving = tokio::spawn(concordat_gateway::listener::serve(listener, gateway.router(), shutdown.clone()));
         let relay = tokio::spawn(concordat_router::run_relay(
             store.clone(),
             publisher.clone(),

@@ -11,6 +11,7 @@ use concordat_bus::BusConfig;
 use concordat_delivery::DeliveryConfig;
 use concordat_formats::AdapterConfigs;
 use concordat_gateway::GatewayConfig;
+use concordat_gateway::listener::ListenerConfig;
 use concordat_router::RetentionConfig;
 use figment::Figment;
 use figment::providers::{Format as _, Serialized, Toml};
@@ -49,6 +50,18 @@ pub struct Config {
     /// Unset, `amqp_url`'s host on port 15672 with `amqp_url`'s credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management_url: Option<String>,
+    /// The server's certificate chain, PEM, its own certificate first (`CONCORDAT_TLS_CERT`). With
+    /// `tls_key`, every HTTP listener (ingest, admin) serves HTTPS only; without both, plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert`, PEM (`CONCORDAT_TLS_KEY`). A secret: keep the file readable by the
+    /// service's user only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Limits on every HTTP listener's connections: header-read and idle timeouts, how many at once
+    /// (`[listeners]`, `CONCORDAT_LISTENERS__MAX_CONNECTIONS`).
+    #[serde(default, skip_serializing)]
+    pub listeners: ListenerConfig,
     /// The OTLP endpoint traces are exported to; unset, traces are not exported (`CONCORDAT_OTLP_ENDPOINT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
@@ -98,6 +111,9 @@ impl Default for Config {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             policy: PathBuf::from("deploy/local/policies/northvale.yaml"),
             management_url: None,
+            tls_cert: None,
+            tls_key: None,
+            listeners: ListenerConfig::default(),
             otlp_endpoint: None,
             admin_token_file: None,
             bus: default_bus(),
@@ -186,6 +202,17 @@ impl Config {
             config.bus.amqp_ca_file = config.amqp_ca_file.clone();
         }
         config.bus.validate().map_err(|error| ConfigError(error.to_string()))?;
+        config.listeners.validate().map_err(|error| ConfigError(error.to_string()))?;
+        if config.tls_cert.is_none() || config.tls_key.is_none() {
+            // A certificate is only ever presented over HTTPS: without it such an agency could not post.
+            if let Some((agency, _)) =
+                config.gateway.agencies.iter().find(|(_, access)| !access.client_cert_sha256.is_empty())
+            {
+                return Err(ConfigError(format!(
+                    "gateway.agencies.{agency}.client_cert_sha256 needs tls_cert and tls_key: client certificates are only presented over HTTPS"
+                )));
+            }
+        }
         Ok((config, warnings))
     }
 }
@@ -201,6 +228,9 @@ fn with_env_overrides(mut figment: Figment, env: &[(String, String)]) -> (Figmen
         "admin_listen",
         "policy",
         "management_url",
+        "tls_cert",
+        "tls_key",
+        "listeners",
         "otlp_endpoint",
         "admin_token_file",
         "bus",
@@ -333,6 +363,42 @@ mod tests {
         let typo = file("[delivery.agencies.northvale-police]\nchanel = \"webhook\"\n");
         let error = Config::load(Some(typo.path()), &[]).unwrap_err().to_string();
         assert!(error.contains("chanel"), "{error}");
+    }
+
+    #[test]
+    fn listener_limits_and_tls_files_are_read_and_checked() {
+        let (config, _) = Config::load(None, &[]).unwrap();
+        assert_eq!((config.tls_cert, config.tls_key), (None, None), "plain HTTP by default");
+        assert_eq!(config.listeners, ListenerConfig::default());
+        let (config, _) = Config::load(
+            None,
+            &env(&[
+                ("CONCORDAT_TLS_CERT", "/etc/concordat/cert.pem"),
+                ("CONCORDAT_TLS_KEY", "/etc/concordat/key.pem"),
+                ("CONCORDAT_LISTENERS__MAX_CONNECTIONS", "64"),
+                ("CONCORDAT_LISTENERS__HEADER_READ_TIMEOUT_MS", "5000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.tls_cert, Some(PathBuf::from("/etc/concordat/cert.pem")));
+        assert_eq!(config.tls_key, Some(PathBuf::from("/etc/concordat/key.pem")));
+        assert_eq!((config.listeners.max_connections, config.listeners.header_read_timeout_ms), (64, 5000));
+        let error = Config::load(None, &env(&[("CONCORDAT_LISTENERS__IDLE_TIMEOUT_MS", "0")])).unwrap_err();
+        assert_eq!(error.to_string(), "listeners.idle_timeout_ms must be at least 1");
+    }
+
+    #[test]
+    fn a_pinned_client_certificate_needs_tls() {
+        let digest = "ab".repeat(32);
+        let toml = file(&format!("[gateway.agencies.safe-haven]\nclient_cert_sha256 = [\"{digest}\"]\n"));
+        let error = Config::load(Some(toml.path()), &[]).unwrap_err().to_string();
+        assert!(
+            error.starts_with("gateway.agencies.safe-haven.client_cert_sha256 needs tls_cert and tls_key"),
+            "{error}"
+        );
+        let tls = env(&[("CONCORDAT_TLS_CERT", "cert.pem"), ("CONCORDAT_TLS_KEY", "key.pem")]);
+        let (config, _) = Config::load(Some(toml.path()), &tls).unwrap();
+        assert_eq!(config.gateway.agencies.len(), 1);
     }
 
     #[test]

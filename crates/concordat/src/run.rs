@@ -3,9 +3,10 @@
 //!
 //! One process holds every component for a small area: the ingest gateway (HTTP on `listen`, AMQP on
 //! `concordat.ingest`), the router on `concordat.router` with the store, and the relay that publishes the
-//! outbox to the agencies' inboxes.
+//! outbox to the agencies' inboxes. Both HTTP listeners are served by `concordat_gateway::listener`: HTTPS
+//! when `tls_cert` and `tls_key` are set (client certificates on the ingest listener only), and the
+//! `[listeners]` limits on each.
 
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use concordat_bus::{Publisher, Topology, redact_url};
 use concordat_delivery::run_delivery;
+use concordat_gateway::listener::{self, Listener, TlsIdentity};
 use concordat_gateway::{Gateway, consume_amqp_ingest};
 use concordat_policy::Policy;
 use concordat_router::{Router, run_housekeeping, run_relay, run_retention, run_router};
@@ -33,8 +35,8 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 /// Runs the broker, as `loaded` configures it (`Config::load`), until SIGINT or SIGTERM.
 ///
 /// # Errors
-/// [`Failure::Input`] for a bad configuration or policy, [`Failure::Service`] when RabbitMQ cannot be
-/// reached within [`CONNECT_DEADLINE`] or the admin listener cannot bind.
+/// [`Failure::Input`] for a bad configuration, policy or TLS files, [`Failure::Service`] when RabbitMQ
+/// cannot be reached within [`CONNECT_DEADLINE`] or a listener cannot bind.
 pub fn run(loaded: Result<(Config, Vec<String>), ConfigError>, env: &[(String, String)]) -> Result<(), Failure> {
     let (config, warnings) = loaded.map_err(|error| Failure::Input(error.into()))?;
     for warning in warnings {
@@ -43,13 +45,16 @@ pub fn run(loaded: Result<(Config, Vec<String>), ConfigError>, env: &[(String, S
     let policy = crate::pure::load_policy(&config.policy)?;
     let agencies: Vec<String> = policy.agencies().iter().map(|agency| agency.id.to_string()).collect();
     let topology = Topology::new(agencies).map_err(|error| Failure::Input(error.into()))?;
+    // Read before any service is contacted, so that bad TLS files fail the start at once (exit 1).
+    let tls = TlsIdentity::from_config(config.tls_cert.as_deref(), config.tls_key.as_deref())
+        .map_err(|error| Failure::Input(error.into()))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
         .map_err(Failure::Service)?;
-    runtime.block_on(serve(config, policy, topology, env))
+    runtime.block_on(serve(config, policy, topology, tls, env))
 }
 
 /// The pipeline's parts, connected and ready to run: what `run` serves and what `bench` drives.
@@ -113,15 +118,20 @@ pub async fn wire(
     Ok(Wired { router, gateway, store, publisher })
 }
 
-async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(String, String)]) -> Result<(), Failure> {
+async fn serve(
+    config: Config,
+    policy: Policy,
+    topology: Topology,
+    tls: Option<TlsIdentity>,
+    env: &[(String, String)],
+) -> Result<(), Failure> {
     let policy = Arc::new(policy);
     let Wired { mut router, gateway, store, publisher } = wire(&config, policy.clone(), &topology, env).await?;
 
     let readiness = Arc::new(Readiness::default());
     readiness.broker.store(true, Ordering::Release);
-    let admin = bind(config.admin_listen, "the admin listener").await?;
-    let ingest = bind(config.listen, "the ingest listener").await?;
-    tracing::info!(message = "Listening.", ingest = %config.listen, admin = %config.admin_listen);
+    let (admin, ingest) = listeners(&config, tls.as_ref(), &gateway).await?;
+    tracing::info!(message = "Listening.", ingest = %config.listen, admin = %config.admin_listen, https = tls.is_some());
 
     let shutdown = CancellationToken::new();
     let delivery = start_delivery(&config, &topology, &store, shutdown.clone())?;
@@ -156,14 +166,10 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
         topology: topology.clone(),
         policy,
     };
-    let admin = axum::serve(admin, admin::router(readiness, Some(api)))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let ingest = axum::serve(ingest, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let (admin, ingest) = tokio::join!(admin.into_future(), ingest.into_future());
-    // Either listener failing stops the other and the AMQP consumer too.
+    let admin = listener::serve(admin, admin::router(readiness, Some(api)), shutdown.clone());
+    let ingest = listener::serve(ingest, gateway.router(), shutdown.clone());
+    tokio::join!(admin, ingest);
     shutdown.cancel();
-    admin.context("serving the admin listener").map_err(Failure::Service)?;
-    ingest.context("serving the ingest listener").map_err(Failure::Service)?;
     for (what, consumer) in [("the AMQP ingest consumer", amqp_ingest), ("the router", routing)] {
         match consumer.await {
             Ok(Ok(())) => {}
@@ -216,6 +222,31 @@ pub async fn connect_store(url: &str) -> Result<Store, Failure> {
             StoreError::Unreachable { .. } => Failure::Service(error.into()),
             other => Failure::Input(other.into()),
         })
+}
+
+/// Binds the admin and ingest listeners, each with its TLS acceptor when `tls` is given: the ingest
+/// listener asks for the agencies' pinned client certificates, the admin listener for none.
+async fn listeners(
+    config: &Config,
+    tls: Option<&TlsIdentity>,
+    gateway: &Gateway,
+) -> Result<(Listener, Listener), Failure> {
+    let acceptor =
+        |pins| tls.map(|identity| identity.acceptor(pins)).transpose().map_err(|error| Failure::Input(error.into()));
+    let pins = gateway.client_certificates();
+    let admin = Listener {
+        tcp: bind(config.admin_listen, "the admin listener").await?,
+        tls: acceptor(None)?,
+        limits: config.listeners,
+        name: "admin",
+    };
+    let ingest = Listener {
+        tcp: bind(config.listen, "the ingest listener").await?,
+        tls: acceptor(Some(&pins))?,
+        limits: config.listeners,
+        name: "ingest",
+    };
+    Ok((admin, ingest))
 }
 
 async fn bind(address: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, Failure> {

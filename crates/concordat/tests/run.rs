@@ -132,6 +132,36 @@ fn a_missing_config_file_is_invalid_input() {
 }
 
 #[test]
+fn bad_tls_settings_stop_the_start_with_exit_1_before_any_service_is_tried() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, "not a key\n").unwrap();
+    let missing_text = missing.display().to_string();
+    let key_text = key.display().to_string();
+    let cases: [(&[(&str, &str)], String); 3] = [
+        (
+            &[("CONCORDAT_TLS_CERT", &missing_text), ("CONCORDAT_TLS_KEY", &key_text)],
+            format!("tls_cert {missing_text}: "),
+        ),
+        (&[("CONCORDAT_TLS_KEY", &key_text)], "tls_cert and tls_key must be set together".to_owned()),
+        (&[("CONCORDAT_LISTENERS__MAX_CONNECTIONS", "0")], "listeners.max_connections must be at least 1".to_owned()),
+    ];
+    for (env, expected) in cases {
+        // An unreachable broker: had the settings been accepted, the exit status would be 3.
+        let output = concordat()
+            .args(["run"])
+            .env("CONCORDAT_AMQP_URL", format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port()))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{env:?}: {stderr}");
+        assert!(stderr.contains(&expected), "{env:?}: {stderr}");
+    }
+}
+
+#[test]
 fn a_usage_error_exits_2() {
     let output = concordat().args(["run", "--no-such-flag"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));

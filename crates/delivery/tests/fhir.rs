@@ -91,6 +91,8 @@ fn bundles(count: u128) -> Vec<Vec<u8>> {
                 recipient: AgencyId::new("northvale-mh").unwrap(),
                 recipient_kind: AgencyKind::Nhs,
                 source_name: "Northvale Police".to_owned(),
+                source_ods: None,
+                recipient_ods: None,
                 episode_id: None,
                 episode_refs: Vec::new(),
                 decision_id: Uuid::from_u128(n + 1),

@@ -17,7 +17,10 @@ use concordat_policy::Policy;
 use tracing::info;
 
 use crate::auth::TokenTable;
+use crate::certificates::CertificateTable;
 use crate::config::GatewayConfig;
+use crate::listener::ClientCertificates;
+use crate::rate::{Rate, RateLimits};
 
 /// Why the `[gateway]` section cannot be used with the policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +40,22 @@ pub enum GatewayError {
         second: AgencyId,
         /// The digest's position in the second agency's list.
         index: usize,
+    },
+    /// One client certificate is pinned for two agencies, so a caller presenting it could not be told apart.
+    #[error("gateway.agencies.{second}.client_cert_sha256[{index}]: the same digest is listed for `{first}`")]
+    SharedCertificate {
+        /// The agency listed first.
+        first: AgencyId,
+        /// The agency listed second.
+        second: AgencyId,
+        /// The digest's position in the second agency's list.
+        index: usize,
+    },
+    /// A rate limit of zero requests, or a burst of zero.
+    #[error("{key} must be at least 1")]
+    ZeroRateLimit {
+        /// The key: `gateway.rate_limit_per_minute`, `gateway.rate_limit_burst` or an agency's own.
+        key: String,
     },
     /// `body_limit_bytes` is zero.
     #[error("gateway.body_limit_bytes must be at least 1")]
@@ -59,6 +78,8 @@ pub(crate) struct Inner {
     /// Every agency of the policy: HTTP callers are the ones with a token, AMQP senders may be any.
     pub(crate) parties: BTreeMap<AgencyId, Party>,
     pub(crate) tokens: TokenTable,
+    pub(crate) certificates: CertificateTable,
+    pub(crate) rates: RateLimits,
     pub(crate) adapters: AdapterConfigs,
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) topology: Topology,
@@ -79,6 +100,7 @@ impl fmt::Debug for Gateway {
             .field("request_timeout", &self.inner.request_timeout)
             .field("agencies", &self.inner.parties.len())
             .field("tokens", &self.inner.tokens)
+            .field("certificates", &self.inner.certificates)
             .field("topology", &self.inner.topology)
             .finish_non_exhaustive()
     }
@@ -91,8 +113,8 @@ impl Gateway {
     /// Logs, once, each agency of the policy that has no token: it cannot post over HTTP, only over AMQP.
     ///
     /// # Errors
-    /// The first [`GatewayError`]: an agency the policy does not list, a digest listed for two agencies, a
-    /// zero limit.
+    /// The first [`GatewayError`]: an agency the policy does not list, a token or certificate digest listed
+    /// for two agencies, a zero limit.
     pub fn new(
         config: GatewayConfig,
         policy: &Policy,
@@ -101,11 +123,14 @@ impl Gateway {
         topology: Topology,
     ) -> Result<Self, GatewayError> {
         let (parties, tokens) = access(&config, policy)?;
+        let certificates = certificates(&config)?;
+        let rates = rate_limits(&config)?;
         for (agency, party) in &parties {
-            if tokens.has_token(agency) {
-                info!(%agency, format = %party.format, "Agency may post over HTTP.");
+            let (token, certificate) = (tokens.has_token(agency), certificates.has_certificate(agency));
+            if token || certificate {
+                info!(%agency, format = %party.format, token, certificate, "Agency may post over HTTP.");
             } else {
-                info!(%agency, format = %party.format, "Agency has no bearer token: it cannot post over HTTP, only over AMQP.");
+                info!(%agency, format = %party.format, "Agency has no bearer token or client certificate: it cannot post over HTTP, only over AMQP.");
             }
         }
         Ok(Self {
@@ -114,6 +139,8 @@ impl Gateway {
                 request_timeout: Duration::from_millis(config.request_timeout_ms),
                 parties,
                 tokens,
+                certificates,
+                rates,
                 adapters,
                 publisher,
                 topology,
@@ -127,10 +154,57 @@ impl Gateway {
         crate::http::router(self.clone())
     }
 
-    /// The agencies that may post over HTTP (those with at least one token), in id order.
+    /// The agencies that may post over HTTP (those with at least one token or client certificate), in id
+    /// order.
     pub fn http_agencies(&self) -> Vec<AgencyId> {
-        self.inner.parties.keys().filter(|agency| self.inner.tokens.has_token(agency)).cloned().collect()
+        let inner = &self.inner;
+        let may_post =
+            |agency: &&AgencyId| inner.tokens.has_token(agency) || inner.certificates.has_certificate(agency);
+        inner.parties.keys().filter(may_post).cloned().collect()
     }
+
+    /// The client certificates of every agency, for the ingest listener's TLS acceptor
+    /// ([`crate::listener::TlsIdentity::acceptor`]); empty when no agency has one.
+    pub fn client_certificates(&self) -> ClientCertificates {
+        self.inner.certificates.pins()
+    }
+}
+
+/// The pinned client certificates of `config`'s agencies (checked against the policy by [`access`]).
+fn certificates(config: &GatewayConfig) -> Result<CertificateTable, GatewayError> {
+    let mut table = CertificateTable::default();
+    for (agency, access) in &config.agencies {
+        for (index, digest) in access.client_cert_sha256.iter().enumerate() {
+            let mut bytes = [0_u8; 32];
+            // `Sha256Hex` holds exactly 64 hex digits, so decoding always succeeds.
+            if hex::decode_to_slice(digest.as_str(), &mut bytes).is_err() {
+                continue;
+            }
+            if let Some(first) = table.insert(bytes, agency) {
+                return Err(GatewayError::SharedCertificate { first, second: agency.clone(), index });
+            }
+        }
+    }
+    Ok(table)
+}
+
+/// The default rate and each agency's own, checked.
+fn rate_limits(config: &GatewayConfig) -> Result<RateLimits, GatewayError> {
+    let zero = |key: String| GatewayError::ZeroRateLimit { key };
+    if config.rate_limit_burst == 0 {
+        return Err(zero("gateway.rate_limit_burst".to_owned()));
+    }
+    let default = Rate::new(config.rate_limit_per_minute, config.rate_limit_burst)
+        .ok_or_else(|| zero("gateway.rate_limit_per_minute".to_owned()))?;
+    let mut own = BTreeMap::new();
+    for (agency, access) in &config.agencies {
+        if let Some(per_minute) = access.rate_limit_per_minute {
+            let rate = Rate::new(per_minute, config.rate_limit_burst)
+                .ok_or_else(|| zero(format!("gateway.agencies.{agency}.rate_limit_per_minute")))?;
+            own.insert(agency.clone(), rate);
+        }
+    }
+    Ok(RateLimits::new(default, own))
 }
 
 /// Every agency of the policy with its format, and the token table, from a checked `config`.
@@ -198,8 +272,7 @@ mod tests {
     fn access_for(tokens: &[(&str, &str)]) -> GatewayConfig {
         let mut config = GatewayConfig::default();
         for (agency, token) in tokens {
-            let entry =
-                config.agencies.entry(id(agency)).or_insert(AgencyAccess { token_sha256: Vec::new(), format: None });
+            let entry = config.agencies.entry(id(agency)).or_insert(AgencyAccess::default());
             entry.token_sha256.push(Sha256Hex::digest(token.as_bytes()));
         }
         config
@@ -210,7 +283,7 @@ mod tests {
         let mut config = access_for(&[("northvale-police", "p1"), ("northvale-police", "p2"), ("safe-haven", "s")]);
         config
             .agencies
-            .insert(id("northvale-council"), AgencyAccess { token_sha256: Vec::new(), format: Some(Format::NhsFhir) });
+            .insert(id("northvale-council"), AgencyAccess { format: Some(Format::NhsFhir), ..AgencyAccess::default() });
         let (parties, tokens) = access(&config, &policy()).unwrap();
         assert_eq!(parties.len(), policy().agencies().len());
         assert_eq!(parties[&id("northvale-police")].format, Format::Police);
@@ -239,6 +312,32 @@ mod tests {
         assert_eq!(access(&zero_limit, &policy).err(), Some(GatewayError::ZeroBodyLimit));
         let zero_timeout = GatewayConfig { request_timeout_ms: 0, ..GatewayConfig::default() };
         assert_eq!(access(&zero_timeout, &policy).err(), Some(GatewayError::ZeroRequestTimeout));
+        let mut shared = GatewayConfig::default();
+        for agency in ["northvale-police", "safe-haven"] {
+            let digest = Sha256Hex::digest(b"one certificate's DER");
+            shared
+                .agencies
+                .insert(id(agency), AgencyAccess { client_cert_sha256: vec![digest], ..AgencyAccess::default() });
+        }
+        assert_eq!(
+            certificates(&shared).err(),
+            Some(GatewayError::SharedCertificate { first: id("northvale-police"), second: id("safe-haven"), index: 0 })
+        );
+        let zero_rate = GatewayConfig { rate_limit_per_minute: 0, ..GatewayConfig::default() };
+        assert_eq!(
+            rate_limits(&zero_rate).err().map(|error| error.to_string()).as_deref(),
+            Some("gateway.rate_limit_per_minute must be at least 1")
+        );
+        let zero_burst = GatewayConfig { rate_limit_burst: 0, ..GatewayConfig::default() };
+        assert!(rate_limits(&zero_burst).is_err());
+        let mut zero_own = GatewayConfig::default();
+        zero_own
+            .agencies
+            .insert(id("safe-haven"), AgencyAccess { rate_limit_per_minute: Some(0), ..AgencyAccess::default() });
+        assert_eq!(
+            rate_limits(&zero_own).err().map(|error| error.to_string()).as_deref(),
+            Some("gateway.agencies.safe-haven.rate_limit_per_minute must be at least 1")
+        );
         let message = GatewayError::UnknownAgency { agency: id("northvale-fire") }.to_string();
         assert_eq!(message, "gateway.agencies.northvale-fire: the sharing policy has no agency `northvale-fire`");
     }

@@ -1,12 +1,15 @@
 //! HTTP ingest: `POST /v1/agencies/{agency}/events` (DESIGN.md §6) and the layers around it.
 //!
 //! A request is checked in this order, each step answering with its own status:
-//! 1. the bearer token (401): missing, malformed, or no agency's;
-//! 2. the path (403, 404): a token is only good for its own agency's path. An unknown agency is reported
+//! 1. the credentials (401): a bearer token that is missing, malformed, or no agency's. Over HTTPS, a client
+//!    certificate pinned for an agency (`client_cert_sha256`) authenticates that agency without a token;
+//!    with both, they must name the same agency (403 otherwise);
+//! 2. the agency's rate (429 with `Retry-After`): counted per authenticated agency, before the body is read;
+//! 3. the path (403, 404): credentials are only good for their own agency's path. An unknown agency is reported
 //!    only to an authenticated caller, so nobody learns from the gateway which agencies exist without a
 //!    token; and an unknown agency can have no valid token, so 401 is the truthful answer before that;
-//! 3. the body size (413), then the media type (415), then the adapter (400, 422);
-//! 4. publishing to `concordat.events` with confirms (503 when RabbitMQ does not confirm).
+//! 4. the body size (413), then the media type (415), then the adapter (400, 422);
+//! 5. publishing to `concordat.events` with confirms (503 when RabbitMQ does not confirm).
 //!
 //! `202` is sent only after RabbitMQ confirmed every event of the request (DESIGN.md §7, invariant 1).
 //! Every refusal is a [`Problem`], rendered as `application/problem+json` or, for FHIR clients, as an
@@ -39,6 +42,7 @@ use tracing::{Span, error, info, info_span, warn};
 use crate::auth::{BearerError, bearer_token};
 use crate::gateway::Gateway;
 use crate::ingest::{Refusal, Submission, translate};
+use crate::listener::ClientCertificate;
 use crate::problem::{Problem, ProblemKind, Representation};
 
 /// The route agencies post to.
@@ -135,22 +139,59 @@ async fn method_not_allowed() -> Problem {
     Problem::new(ProblemKind::MethodNotAllowed, "this resource only takes POST")
 }
 
-/// The agency whose token the request carries.
-struct Caller(AgencyId);
+/// How a caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Credential {
+    BearerToken,
+    ClientCertificate,
+}
+
+impl Credential {
+    fn noun(self) -> &'static str {
+        match self {
+            Self::BearerToken => "bearer token",
+            Self::ClientCertificate => "client certificate",
+        }
+    }
+}
+
+/// The agency whose token or client certificate the request carries, within its rate.
+struct Caller(AgencyId, Credential);
 
 impl FromRequestParts<Gateway> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, Problem> {
         let header = parts.headers.get(AUTHORIZATION).map(|value| value.as_bytes());
-        let token = bearer_token(header).map_err(|error| match error {
-            BearerError::Missing => Problem::unauthorized(error.to_string(), None),
-            BearerError::Malformed => Problem::unauthorized(error.to_string(), Some("invalid_request")),
-        })?;
-        match gateway.inner.tokens.agency_of(token) {
-            Some(agency) => Ok(Self(agency.clone())),
-            None => Err(Problem::unauthorized("the bearer token is not valid", Some("invalid_token"))),
+        let certified = parts
+            .extensions
+            .get::<ClientCertificate>()
+            .and_then(|certificate| gateway.inner.certificates.agency_of(certificate));
+        let caller = match (header, certified) {
+            // A pinned certificate is a credential on its own (DESIGN.md §9: beside or instead of tokens).
+            (None, Some(agency)) => Self(agency.clone(), Credential::ClientCertificate),
+            (header, certified) => {
+                let token = bearer_token(header).map_err(|error| match error {
+                    BearerError::Missing => Problem::unauthorized(error.to_string(), None),
+                    BearerError::Malformed => Problem::unauthorized(error.to_string(), Some("invalid_request")),
+                })?;
+                let Some(by_token) = gateway.inner.tokens.agency_of(token).cloned() else {
+                    return Err(Problem::unauthorized("the bearer token is not valid", Some("invalid_token")));
+                };
+                if certified.is_some_and(|agency| agency != &by_token) {
+                    return Err(Problem::new(
+                        ProblemKind::Forbidden,
+                        "the client certificate and the bearer token belong to different agencies",
+                    ));
+                }
+                Self(by_token, Credential::BearerToken)
+            }
+        };
+        // Counted only once the caller is known, so that nobody can spend an agency's allowance for it.
+        if let Err(wait) = gateway.inner.rates.admit(&caller.0, Instant::now()) {
+            return Err(Problem::too_many_requests(crate::rate::retry_after_seconds(wait)));
         }
+        Ok(caller)
     }
 }
 
@@ -188,7 +229,7 @@ impl<S: Send + Sync> FromRequest<S> for NativePayload {
 /// `POST /v1/agencies/{agency}/events`.
 async fn ingest(
     State(gateway): State<Gateway>,
-    Caller(caller): Caller,
+    Caller(caller, credential): Caller,
     PathAgency(path): PathAgency,
     headers: HeaderMap,
     NativePayload(payload): NativePayload,
@@ -198,7 +239,7 @@ async fn ingest(
     if path != caller.as_str() {
         let known = AgencyId::new(path.as_str()).is_ok_and(|agency| gateway.inner.parties.contains_key(&agency));
         return Err(if known {
-            Problem::new(ProblemKind::Forbidden, "the bearer token is not valid for this agency")
+            Problem::new(ProblemKind::Forbidden, format!("the {} is not valid for this agency", credential.noun()))
         } else {
             Problem::new(ProblemKind::UnknownAgency, "the sharing policy lists no such agency")
         });

@@ -30,7 +30,8 @@ static ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
 pub enum ProblemKind {
     /// No usable bearer token, or one that belongs to no agency (401).
     Unauthorized,
-    /// A valid token of one agency used on another agency's path (403).
+    /// A valid token or client certificate of one agency used on another agency's path, or both of two
+    /// agencies' (403).
     Forbidden,
     /// An authenticated caller names an agency the policy does not list (404).
     UnknownAgency,
@@ -40,6 +41,8 @@ pub enum ProblemKind {
     MethodNotAllowed,
     /// The body is over `body_limit_bytes` (413).
     PayloadTooLarge,
+    /// The agency is over its `rate_limit_per_minute`; nothing was accepted (429).
+    TooManyRequests,
     /// The agency's adapter does not read this media type (415).
     UnsupportedMediaType,
     /// The body does not parse as the format, or could not be read (400).
@@ -63,6 +66,7 @@ impl ProblemKind {
             Self::UnknownAgency | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MalformedPayload => StatusCode::BAD_REQUEST,
             Self::InvalidPayload => StatusCode::UNPROCESSABLE_ENTITY,
@@ -80,6 +84,7 @@ impl ProblemKind {
             Self::NotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::PayloadTooLarge => "payload-too-large",
+            Self::TooManyRequests => "too-many-requests",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::MalformedPayload => "malformed-payload",
             Self::InvalidPayload => "invalid-payload",
@@ -98,11 +103,12 @@ impl ProblemKind {
     pub fn title(self) -> &'static str {
         match self {
             Self::Unauthorized => "Missing or invalid bearer token",
-            Self::Forbidden => "Token not valid for this agency",
+            Self::Forbidden => "Credentials not valid for this agency",
             Self::UnknownAgency => "Unknown agency",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
             Self::PayloadTooLarge => "Payload too large",
+            Self::TooManyRequests => "Too many requests",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::MalformedPayload => "Malformed payload",
             Self::InvalidPayload => "Invalid payload",
@@ -120,6 +126,7 @@ impl ProblemKind {
             Self::UnknownAgency | Self::NotFound => "not-found",
             Self::MethodNotAllowed | Self::UnsupportedMediaType => "not-supported",
             Self::PayloadTooLarge => "too-costly",
+            Self::TooManyRequests => "throttled",
             Self::MalformedPayload => "structure",
             Self::InvalidPayload => "invalid",
             Self::BrokerUnavailable | Self::Timeout => "transient",
@@ -139,18 +146,28 @@ pub struct Problem {
     bearer_error: Option<&'static str>,
     /// Why a 5xx happened, for the log only.
     cause: Option<String>,
+    /// Seconds until a `429`'s caller may try again (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 impl Problem {
     /// A refusal of `kind` with a specific `detail` (no payload values; no trailing period).
     pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into(), ingest: None, bearer_error: None, cause: None }
+        Self { kind, detail: detail.into(), ingest: None, bearer_error: None, cause: None, retry_after: None }
     }
 
     /// A 401. `bearer_error` is RFC 6750's `invalid_request` or `invalid_token`; `None` when no credentials
     /// were sent at all (RFC 6750 §3.1).
     pub fn unauthorized(detail: impl Into<String>, bearer_error: Option<&'static str>) -> Self {
         Self { bearer_error, ..Self::new(ProblemKind::Unauthorized, detail) }
+    }
+
+    /// A 429: the caller is over its rate and may try again in `retry_after_seconds`.
+    pub fn too_many_requests(retry_after_seconds: u64) -> Self {
+        let detail = format!(
+            "this agency is over its request rate, so nothing was accepted; resubmit after {retry_after_seconds} s"
+        );
+        Self { retry_after: Some(retry_after_seconds), ..Self::new(ProblemKind::TooManyRequests, detail) }
     }
 
     /// A 5xx whose `cause` is logged and whose detail, sent to the client, is generic.
@@ -251,6 +268,9 @@ impl Problem {
             }
             ProblemKind::BrokerUnavailable | ProblemKind::Timeout => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            ProblemKind::TooManyRequests => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(self.retry_after.unwrap_or(1)));
             }
             ProblemKind::UnsupportedMediaType => {
                 if let Some(IngestError::UnsupportedContentType { expected, .. }) = &self.ingest
@@ -354,6 +374,7 @@ mod tests {
                     "police",
                 ),
             ),
+            ("too-many-requests", Problem::too_many_requests(42)),
             ("broker-unavailable", Problem::internal(ProblemKind::BrokerUnavailable, "timeout after 5000 ms")),
             ("internal", Problem::internal(ProblemKind::Internal, "schema drift at /details")),
         ]
@@ -399,7 +420,12 @@ mod tests {
                     if representation == Representation::ProblemJson { PROBLEM_JSON } else { FHIR_JSON };
                 assert_eq!(header("content-type").as_deref(), Some(expected_type));
                 assert_eq!(header("www-authenticate").is_some(), slug == "unauthorized", "{slug}");
-                assert_eq!(header("retry-after").is_some(), slug == "broker-unavailable", "{slug}");
+                let retry_after = match slug {
+                    "broker-unavailable" => Some("5"),
+                    "too-many-requests" => Some("42"),
+                    _ => None,
+                };
+                assert_eq!(header("retry-after").as_deref(), retry_after, "{slug}");
                 if slug == "unsupported-media-type" {
                     assert_eq!(header("accept-post").as_deref(), Some("application/json, text/csv"));
                 }

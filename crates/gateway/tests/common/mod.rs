@@ -5,6 +5,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of the helpers")]
 
+pub mod pki;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use concordat_bus::{BusConfig, Publisher, Topology};
 use concordat_formats::AdapterConfigs;
+use concordat_gateway::listener::{self, Listener, ListenerConfig, TlsAcceptor};
 use concordat_gateway::{Gateway, GatewayConfig};
 use concordat_policy::Policy;
 use figment::Figment;
@@ -95,11 +98,32 @@ pub struct Harness {
     pub base_url: String,
 }
 
+/// How the gateway's router is served: over plain HTTP or HTTPS, with the listener's limits.
+#[derive(Debug, Clone, Default)]
+pub struct Serving {
+    pub tls: Option<TlsAcceptor>,
+    pub limits: ListenerConfig,
+}
+
 /// Runs `body` against a sample-area gateway served on 127.0.0.1 (configured by `configure`), with its
 /// topology declared first and deleted afterwards, even when `body` panics. With `declare` false the
 /// topology is never declared, so every publish fails.
 pub async fn with_gateway<F, Fut>(declare: bool, configure: impl FnOnce(&mut GatewayConfig), body: F)
 where
+    F: FnOnce(Harness) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    with_gateway_serving(declare, configure, |_| Serving::default(), body).await;
+}
+
+/// [`with_gateway`], served as `serving` says (given the built gateway, for its client certificates); the
+/// base URL is `https://127.0.0.1:…` over TLS.
+pub async fn with_gateway_serving<F, Fut>(
+    declare: bool,
+    configure: impl FnOnce(&mut GatewayConfig),
+    serving: impl FnOnce(&Gateway) -> Serving,
+    body: F,
+) where
     F: FnOnce(Harness) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -115,10 +139,13 @@ where
     configure(&mut config);
     let gateway = Gateway::new(config, &policy(), AdapterConfigs::default(), Arc::new(publisher), topology.clone())
         .expect("the sample configuration builds a gateway");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base_url = format!("http://{}", listener.local_addr().expect("local address"));
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let Serving { tls, limits } = serving(&gateway);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base_url = format!("{scheme}://{}", tcp.local_addr().expect("local address"));
     let router = gateway.router();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let listener = Listener { tcp, tls, limits, name: "ingest" };
+    let server = tokio::spawn(listener::serve(listener, router, tokio_util::sync::CancellationToken::new()));
     let harness = Harness { bus: bus.clone(), topology: topology.clone(), gateway, base_url };
     let outcome = tokio::spawn(body(harness)).await;
     server.abort();
