@@ -40,6 +40,8 @@ pub enum ProblemKind {
     MethodNotAllowed,
     /// The body is over `body_limit_bytes` (413).
     PayloadTooLarge,
+    /// The payload yields more events than `max_events_per_payload` (413).
+    TooManyEvents,
     /// The agency's adapter does not read this media type (415).
     UnsupportedMediaType,
     /// The body does not parse as the format, or could not be read (400).
@@ -62,7 +64,7 @@ impl ProblemKind {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::UnknownAgency | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge | Self::TooManyEvents => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MalformedPayload => StatusCode::BAD_REQUEST,
             Self::InvalidPayload => StatusCode::UNPROCESSABLE_ENTITY,
@@ -80,6 +82,7 @@ impl ProblemKind {
             Self::NotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::PayloadTooLarge => "payload-too-large",
+            Self::TooManyEvents => "too-many-events",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::MalformedPayload => "malformed-payload",
             Self::InvalidPayload => "invalid-payload",
@@ -103,6 +106,7 @@ impl ProblemKind {
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
             Self::PayloadTooLarge => "Payload too large",
+            Self::TooManyEvents => "Too many events in one payload",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::MalformedPayload => "Malformed payload",
             Self::InvalidPayload => "Invalid payload",
@@ -119,7 +123,7 @@ impl ProblemKind {
             Self::Forbidden => "forbidden",
             Self::UnknownAgency | Self::NotFound => "not-found",
             Self::MethodNotAllowed | Self::UnsupportedMediaType => "not-supported",
-            Self::PayloadTooLarge => "too-costly",
+            Self::PayloadTooLarge | Self::TooManyEvents => "too-costly",
             Self::MalformedPayload => "structure",
             Self::InvalidPayload => "invalid",
             Self::BrokerUnavailable | Self::Timeout => "transient",
