@@ -38,6 +38,11 @@ pub struct Config {
     /// Where the admin API, `/metrics`, `/healthz`, `/readyz` and the dashboard listen
     /// (`CONCORDAT_ADMIN_LISTEN`). Keep it off the agencies' network.
     pub admin_listen: SocketAddr,
+    /// Host names the admin listener answers to besides IP literals and `localhost` (the name operators use
+    /// for it, e.g. `["concordat-admin.northvale.example"]`); any other `Host` gets `421`, which stops DNS
+    /// rebinding onto the dashboard and metrics.
+    #[serde(default)]
+    pub admin_hosts: Vec<String>,
     /// The sharing policy file (`CONCORDAT_POLICY`).
     pub policy: PathBuf,
     /// The OTLP endpoint traces are exported to; unset, traces are not exported (`CONCORDAT_OTLP_ENDPOINT`).
@@ -82,6 +87,7 @@ impl Default for Config {
             store_url: "sqlite://data/concordat.db".to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin_hosts: Vec::new(),
             policy: PathBuf::from("deploy/local/policies/northvale.yaml"),
             otlp_endpoint: None,
             admin_token_file: None,

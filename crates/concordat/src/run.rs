@@ -153,6 +153,7 @@ async fn serve(config: Config, policy: Policy, topology: Topology, env: &[(Strin
         bus: config.bus.clone(),
         topology: topology.clone(),
         policy,
+        hosts: config.admin_hosts.clone().into(),
     };
     let admin = axum::serve(admin, admin::router(readiness, Some(api)))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());

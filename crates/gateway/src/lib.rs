@@ -52,6 +52,7 @@ mod ingest;
 mod problem;
 
 pub use amqp::{CONNECTION_NAME, consume_amqp_ingest};
+pub use auth::{BearerError, bearer_token, secret_matches};
 pub use config::{AgencyAccess, GatewayConfig};
 pub use gateway::{Gateway, GatewayError};
 pub use http::EVENTS_ROUTE;
