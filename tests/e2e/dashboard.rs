@@ -186,8 +186,16 @@ async fn the_dashboard_shows_the_s136_flow_live_in_a_browser() {
     let notification = area.next("northvale-mh").await.unwrap();
     let episode = find_identifier(&notification.json().unwrap(), EPISODE_SYSTEM).unwrap();
 
-    // The page, rendered on the server, and its data both show the flow.
-    let page = area.admin(Method::GET, "/", None).await.unwrap();
+    // The page, rendered on the server, and its data both show the flow, once the few seconds that a
+    // gathered view serves every caller have passed.
+    let started = Instant::now();
+    let mut page = area.admin(Method::GET, "/", None).await.unwrap();
+    while !page.text.contains(r#"id="edge-northvale-police-northvale-mh""#)
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        page = area.admin(Method::GET, "/", None).await.unwrap();
+    }
     assert!(page.text.contains(r#"id="edge-northvale-police-northvale-mh""#), "{}", page.text);
     let shown =
         data_until(&area, "the police to trust flow", |data| edge(data, "northvale-police", "northvale-mh").is_some())
