@@ -77,13 +77,15 @@ use crate::{ADAPTER_NAME, CONTENT_TYPES, FORMAT, NhsFhirConfig};
 /// See [`crate::ingest`].
 pub(crate) fn ingest(payload: &[u8], cx: &IngestContext, config: &NhsFhirConfig) -> Result<Ingested, IngestError> {
     check_content_type(&cx.content_type)?;
+    // A key named twice is refused; the digest is of the document's meaning (RFC 8785), so a reformatted resend
+    // derives the same event ids.
+    let digest = concordat_episode::json_payload_digest(payload).map_err(|error| IngestError::json_syntax(&error))?;
     let document = read_document(payload)?;
     let mut reader = Reader::new(document, config);
     let drafts = reader.translate();
     if !reader.problems.is_empty() {
         return Err(IngestError::Invalid(reader.problems));
     }
-    let digest = Sha256Hex::digest(payload);
     let system = reader.system.take().unwrap_or_else(|| config.system.clone());
     let events = drafts.into_iter().map(|draft| draft.into_event(cx, &system, &digest)).collect::<Vec<_>>();
     Ok(Ingested { events, warnings: reader.warnings })

@@ -30,7 +30,11 @@ pub(crate) fn ingest(
     config: &PoliceConfig,
 ) -> Result<Vec<CrisisEvent>, IngestError> {
     check_content_type(&cx.content_type)?;
-    let value: Value = serde_json::from_slice(payload).map_err(|error| IngestError::json_syntax(&error))?;
+    // A key named twice is refused: which value counts would otherwise depend on the parser.
+    let value: Value = concordat_episode::read_json(payload).map_err(|error| IngestError::json_syntax(&error))?;
+    // The digest is of the incident's meaning (RFC 8785), so a resend with other whitespace or key order
+    // derives the same event ids and dedupes; any change to a value derives new ones.
+    let payload_sha256 = concordat_episode::canonical_digest(&value);
     let problems = schema::check(&value);
     if !problems.is_empty() {
         return Err(IngestError::Invalid(problems));
@@ -44,7 +48,6 @@ pub(crate) fn ingest(
             ),
         )
     })?;
-    let payload_sha256 = Sha256Hex::digest(payload);
     let Some(provenance) = provenance(cx, payload_sha256.clone()) else {
         return Err(IngestError::invalid("", "the adapter's own name, version or format is empty"));
     };

@@ -238,16 +238,35 @@ fn content_types() {
 fn resubmission_keeps_ids_and_a_changed_payload_does_not() {
     let payload = s136_payload();
     let cx = ingest_context("northvale");
-    let first = ingest(&payload, &cx, &PoliceConfig::default()).unwrap();
-    let again = ingest(&payload, &cx, &PoliceConfig::default()).unwrap();
-    assert_eq!(
-        first.iter().map(|e| e.event_id).collect::<Vec<_>>(),
-        again.iter().map(|e| e.event_id).collect::<Vec<_>>()
+    let ids = |payload: &[u8]| -> Vec<_> {
+        ingest(payload, &cx, &PoliceConfig::default()).unwrap().iter().map(|event| event.event_id).collect()
+    };
+    let first = ids(&payload);
+    assert_eq!(first, ids(&payload));
+    // Reformatted (other whitespace, key order): the same incident, the same ids, so nothing is delivered twice.
+    let value: Value = serde_json::from_slice(&payload).unwrap();
+    let mut reformatted = serde_json::to_vec_pretty(&value).unwrap();
+    reformatted.push(b'\n');
+    assert_eq!(first, ids(&reformatted));
+    let Value::Object(members) = &value else { panic!("an incident is an object") };
+    let reversed: Vec<String> =
+        members.iter().rev().map(|(key, item)| format!("{}: {item}", Value::String(key.clone()))).collect();
+    assert_eq!(first, ids(format!("{{{}}}", reversed.join(",\r\n")).as_bytes()));
+    // A real change to the incident makes new events.
+    let mut changed = value.clone();
+    changed["risk"] = serde_json::json!({"scheme": "thrive", "thrive": {"threat": "low", "engagement": "high"}});
+    let other = ids(&serde_json::to_vec(&changed).unwrap());
+    assert_ne!(first[0], other[0]);
+}
+
+#[test]
+fn a_key_named_twice_is_refused() {
+    let payload = br#"{"format": "police-incident.v1", "format": "police-incident.v1"}"#;
+    let error = ingest(payload, &ingest_context("nv"), &PoliceConfig::default()).unwrap_err();
+    assert!(
+        matches!(&error, IngestError::Syntax { reason, line: 1, .. } if reason == concordat_episode::DUPLICATE_KEY),
+        "{error:?}"
     );
-    let mut changed = payload.clone();
-    changed.push(b'\n');
-    let other = ingest(&changed, &cx, &PoliceConfig::default()).unwrap();
-    assert_ne!(first[0].event_id, other[0].event_id);
 }
 
 #[test]

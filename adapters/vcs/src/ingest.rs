@@ -24,6 +24,7 @@ use crate::format::{
 };
 use crate::mapping::{self, CONCERN_SYSTEM, SERVICE_SYSTEM, VcsConfig};
 use crate::schema;
+use crate::table::{RecordError, Records};
 use crate::uk_time::{self, LocalTimeError};
 
 /// The media types the adapter reads.
@@ -35,8 +36,7 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 pub(crate) fn ingest(payload: &[u8], cx: &IngestContext, config: &VcsConfig) -> Result<Vec<CrisisEvent>, IngestError> {
     // The context's type is already bare and lower case; strip again so a caller that forgot cannot get a 415.
     let media_type = cx.content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    // The digest covers the bytes as sent, BOM included, so a resubmission of the same file dedupes.
-    let run = Run { cx, config, digest: Sha256Hex::digest(payload), format: FORMAT_JSON };
+    let run = Run { cx, config, format: FORMAT_JSON };
     // Excel writes a byte-order mark at the start of "CSV UTF-8" files, and some JSON exporters do too.
     let body = payload.strip_prefix(UTF8_BOM).unwrap_or(payload);
     match media_type.as_str() {
@@ -53,7 +53,6 @@ pub(crate) fn ingest(payload: &[u8], cx: &IngestContext, config: &VcsConfig) -> 
 struct Run<'a> {
     cx: &'a IngestContext,
     config: &'a VcsConfig,
-    digest: Sha256Hex,
     format: &'static str,
 }
 
@@ -90,7 +89,8 @@ impl Origin {
 
 impl Run<'_> {
     fn json(&self, body: &[u8]) -> Result<Vec<CrisisEvent>, IngestError> {
-        let value: Value = serde_json::from_slice(body).map_err(|error| IngestError::json_syntax(&error))?;
+        // A key named twice is refused: which value counts would otherwise depend on the parser.
+        let value: Value = concordat_episode::read_json(body).map_err(|error| IngestError::json_syntax(&error))?;
         let mut by_item: HashMap<Option<usize>, Vec<InputProblem>> = HashMap::new();
         let single = !value.is_array();
         for problem in schema::check(&value) {
@@ -116,17 +116,17 @@ impl Run<'_> {
     }
 
     fn csv(&self, body: &[u8]) -> Result<Vec<CrisisEvent>, IngestError> {
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(body);
-        let mut records = reader.byte_records();
+        let mut records = Records::new(body);
         let header = match records.next() {
-            Some(record) => record.map_err(|error| csv_syntax(&error))?,
+            Some(record) => record.map_err(|error| quote_problem(&error, &[]))?.1,
             None => return Err(IngestError::Invalid(vec![document("holds no header row")])),
         };
         let columns = header_columns(&header)?;
         let mut rows: Vec<(Origin, Value)> = Vec::new();
         let mut problems: Vec<InputProblem> = Vec::new();
         for (index, record) in records.enumerate() {
-            let record = record.map_err(|error| csv_syntax(&error))?;
+            // An unreadable record refuses the whole payload: nothing after it can be trusted.
+            let (line, record) = record.map_err(|error| quote_problem(&error, &columns))?;
             // Row numbers count records as a spreadsheet shows them: a quoted cell with a line break is one row.
             let row = index + 2;
             if record.len() != columns.len() {
@@ -136,7 +136,7 @@ impl Run<'_> {
             }
             let mut object = Map::new();
             for (column, cell) in columns.iter().zip(record.iter()) {
-                let text = std::str::from_utf8(cell).map_err(|_| not_utf8(&record))?.trim();
+                let text = std::str::from_utf8(cell).map_err(|_| not_utf8(line))?.trim();
                 if text.is_empty() {
                     continue;
                 }
@@ -197,7 +197,11 @@ impl Run<'_> {
                 continue;
             }
             first_seen.insert(contact.contact_id.clone(), origin);
-            match self.map_contact(&contact, origin) {
+            // Each contact's events derive their ids from the contact's own fields in canonical form
+            // (RFC 8785), so re-sending it reformatted, in another order or beside other contacts dedupes,
+            // and a changed contact makes new events.
+            let digest = concordat_episode::canonical_digest(value);
+            match self.map_contact(&contact, origin, &digest) {
                 Ok(mapped) => events.extend(mapped),
                 Err(found) => problems.extend(found),
             }
@@ -206,7 +210,12 @@ impl Run<'_> {
     }
 
     /// One contact's events: `vcs.contact` or `vcs.follow_up`, and `vcs.referral` when it made a referral.
-    fn map_contact(&self, contact: &Contact, origin: Origin) -> Result<Vec<CrisisEvent>, Vec<InputProblem>> {
+    fn map_contact(
+        &self,
+        contact: &Contact,
+        origin: Origin,
+        digest: &Sha256Hex,
+    ) -> Result<Vec<CrisisEvent>, Vec<InputProblem>> {
         let agency = &self.cx.agency;
         let mut problems = Vec::new();
         let mut fail = |field: &str, detail: &str| problems.push(origin.problem(field, detail));
@@ -333,7 +342,7 @@ impl Run<'_> {
         let event = |kind: EventKind, record_ref: String, details: Details| -> Option<CrisisEvent> {
             let record_ref = NonEmptyString::new(record_ref).ok()?;
             Some(CrisisEvent {
-                event_id: EventId::derive(agency, record_ref.as_str(), &self.digest),
+                event_id: EventId::derive(agency, record_ref.as_str(), digest),
                 kind,
                 occurred_at,
                 // A spreadsheet row has no separate entry time; services record the contact as it happens.
@@ -353,7 +362,7 @@ impl Run<'_> {
                     adapter: NonEmptyString::new(ADAPTER).ok()?,
                     adapter_version: NonEmptyString::new(env!("CARGO_PKG_VERSION")).ok()?,
                     format: NonEmptyString::new(self.format).ok()?,
-                    payload_sha256: self.digest.clone(),
+                    payload_sha256: digest.clone(),
                     received_at: self.cx.received_at,
                 },
             })
@@ -487,11 +496,11 @@ fn item_of(pointer: &str) -> Option<usize> {
     pointer.strip_prefix('/')?.split('/').next()?.parse().ok()
 }
 
-fn header_columns(header: &csv::ByteRecord) -> Result<Vec<String>, IngestError> {
+fn header_columns(header: &[Vec<u8>]) -> Result<Vec<String>, IngestError> {
     let mut columns = Vec::with_capacity(header.len());
     let mut problems = Vec::new();
     for (index, cell) in header.iter().enumerate() {
-        let name = std::str::from_utf8(cell).map_err(|_| not_utf8(header))?.trim().to_ascii_lowercase();
+        let name = std::str::from_utf8(cell).map_err(|_| not_utf8(1))?.trim().to_ascii_lowercase();
         let problem = |detail: &str| InputProblem::cell(1, name.clone(), detail);
         if name.is_empty() {
             let detail = "has no name; every column needs one of the documented header names";
@@ -515,17 +524,13 @@ fn document(detail: &str) -> InputProblem {
     InputProblem { location: InputLocation::Document, detail: detail.to_owned() }
 }
 
-fn not_utf8(record: &csv::ByteRecord) -> IngestError {
-    let line = record.position().map_or(1, |position| usize::try_from(position.line()).unwrap_or(usize::MAX));
-    IngestError::Syntax {
-        format: "CSV",
-        reason: "text is not UTF-8 (save the sheet as \"CSV UTF-8\")".to_owned(),
-        line,
-        column: 1,
-    }
+fn not_utf8(line: usize) -> IngestError {
+    let reason = "text is not UTF-8 (save the sheet as \"CSV UTF-8\")".to_owned();
+    IngestError::Syntax { format: "CSV", reason, line, column: 1 }
 }
 
-fn csv_syntax(error: &csv::Error) -> IngestError {
-    let line = error.position().map_or(1, |position| usize::try_from(position.line()).unwrap_or(usize::MAX));
-    IngestError::Syntax { format: "CSV", reason: "unreadable record".to_owned(), line, column: 1 }
+/// A record the strict reader refused, at its row and the cell's header name (or `#n` where there is none).
+fn quote_problem(error: &RecordError, columns: &[String]) -> IngestError {
+    let column = columns.get(error.cell).cloned().unwrap_or_else(|| format!("#{}", error.cell + 1));
+    IngestError::Invalid(vec![InputProblem::cell(error.record, column, error.error.detail(error.line))])
 }

@@ -18,6 +18,7 @@ mod ingest;
 mod mapping;
 mod render;
 mod schema;
+mod table;
 mod uk_time;
 
 use concordat_episode::{CrisisEvent, IngestContext, IngestError, RenderContext, RenderError, Rendered};

@@ -44,6 +44,11 @@ pub struct Config {
     /// Where the admin API, `/metrics`, `/healthz`, `/readyz` and the dashboard listen
     /// (`CONCORDAT_ADMIN_LISTEN`). Keep it off the agencies' network.
     pub admin_listen: SocketAddr,
+    /// Host names the admin listener answers to besides IP literals and `localhost` (the name operators use
+    /// for it, e.g. `["concordat-admin.northvale.example"]`); any other `Host` gets `421`, which stops DNS
+    /// rebinding onto the dashboard and metrics.
+    #[serde(default)]
+    pub admin_hosts: Vec<String>,
     /// The sharing policy file (`CONCORDAT_POLICY`).
     pub policy: PathBuf,
     /// RabbitMQ's management HTTP API, for `concordat agencies provision` (`CONCORDAT_MANAGEMENT_URL`).
@@ -109,6 +114,7 @@ impl Default for Config {
             store_url: "sqlite://data/concordat.db".to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin_hosts: Vec::new(),
             policy: PathBuf::from("deploy/local/policies/northvale.yaml"),
             management_url: None,
             tls_cert: None,

@@ -5,8 +5,9 @@
 //! page's script fetches every few seconds.
 //!
 //! Like `/metrics`, neither needs a token: they hold agency ids and kinds, counts, rates, withheld reasons,
-//! dead-letter stage names, episode ids and times, never personal data. The admin listener binds to
-//! loopback by default.
+//! dead-letter stage names and times, never personal data. Episode ids of overdue episodes are shown only
+//! to a caller that sends the admin token. What is gathered serves every caller for a few seconds, so the
+//! open page cannot be used to load the store. The admin listener binds to loopback by default.
 //!
 //! Rendering is pure: [`render_page`], [`render_body`] and [`to_json`] take a [`Snapshot`] and return text,
 //! and read no clock. The page arrives rendered, so it reads without its script. The JSON carries the
@@ -21,11 +22,12 @@
 use std::collections::BTreeSet;
 use std::f64::consts::PI;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -72,6 +74,9 @@ pub struct Snapshot {
     pub dead_letters: Result<Vec<(Stage, u32)>, Unavailable>,
     /// The episodes past their feedback deadline without feedback, oldest deadline first.
     pub overdue: Result<Vec<Overdue>, Unavailable>,
+    /// Whether episode ids are shown: only to a caller that sent the admin token. An episode id is not a
+    /// secret that grants anything, but a list of live ids invites probing, so the open page shows none.
+    pub ids_shown: bool,
 }
 
 /// One source and recipient over the window, with the events shared over the last [`RATE_MINUTES`].
@@ -125,9 +130,42 @@ impl Unavailable {
     }
 }
 
-/// The dashboard's routes, which need no token (see the module documentation).
+/// How long a gathered snapshot serves every caller: the page refreshes every [`REFRESH_MS`], and an
+/// unauthenticated caller must not be able to make the store count flows as fast as it can ask.
+const CACHED_FOR: Duration = Duration::from_secs(3);
+
+/// The dashboard's state: the admin API's parts and the last snapshot with when it was gathered.
+#[derive(Clone)]
+struct Dashboard {
+    api: AdminApi,
+    cache: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Snapshot)>>>,
+}
+
+impl Dashboard {
+    /// The snapshot of at most [`CACHED_FOR`] ago, gathered anew when older; callers that arrive while it is
+    /// gathered wait for it rather than gather their own. Ids are shown only with the admin token.
+    async fn current(&self, headers: &HeaderMap) -> Snapshot {
+        let mut cache = self.cache.lock().await;
+        let fresh = cache.as_ref().filter(|(at, _)| at.elapsed() < CACHED_FOR).map(|(_, snapshot)| snapshot.clone());
+        let mut current = match fresh {
+            Some(snapshot) => snapshot,
+            None => {
+                let gathered = snapshot(&self.api, Utc::now()).await;
+                *cache = Some((std::time::Instant::now(), gathered.clone()));
+                gathered
+            }
+        };
+        drop(cache);
+        current.ids_shown = crate::admin_api::carries_token(&self.api, headers);
+        current
+    }
+}
+
+/// The dashboard's routes, which need no token (see the module documentation); with the admin token they
+/// also show episode ids.
 pub fn routes(api: AdminApi) -> Router {
-    Router::new().route("/", get(page)).route("/dashboard/data", get(data)).with_state(api)
+    let dashboard = Dashboard { api, cache: Arc::default() };
+    Router::new().route("/", get(page)).route("/dashboard/data", get(data)).with_state(dashboard)
 }
 
 /// The headers both routes answer with: always fresh, and the page may load only from its own origin.
@@ -147,14 +185,14 @@ fn headers(content_type: &'static str) -> [(header::HeaderName, HeaderValue); 4]
 }
 
 /// `GET /`: the page, rendered with the current figures.
-async fn page(State(api): State<AdminApi>) -> Response {
-    let snapshot = snapshot(&api, Utc::now()).await;
+async fn page(State(dashboard): State<Dashboard>, request: HeaderMap) -> Response {
+    let snapshot = dashboard.current(&request).await;
     (headers("text/html; charset=utf-8"), render_page(&snapshot)).into_response()
 }
 
 /// `GET /dashboard/data`: the figures and the rendered body, for the page's script.
-async fn data(State(api): State<AdminApi>) -> Response {
-    let snapshot = snapshot(&api, Utc::now()).await;
+async fn data(State(dashboard): State<Dashboard>, request: HeaderMap) -> Response {
+    let snapshot = dashboard.current(&request).await;
     (headers("application/json"), to_json(&snapshot).to_string()).into_response()
 }
 
@@ -169,6 +207,7 @@ pub async fn snapshot(api: &AdminApi, now: DateTime<Utc>) -> Snapshot {
         flows,
         dead_letters,
         overdue,
+        ids_shown: false,
     }
 }
 
@@ -295,7 +334,7 @@ pub fn to_json(snapshot: &Snapshot) -> Value {
         Ok(episodes) => json!({
             "available": true,
             "episodes": episodes.iter().map(|overdue| json!({
-                "id": overdue.episode.to_string(),
+                "id": snapshot.ids_shown.then(|| overdue.episode.to_string()),
                 "originator": overdue.originator.as_str(),
                 "state": overdue.state.as_str(),
                 "feedback_due_at": overdue.feedback_due_at,
@@ -686,7 +725,11 @@ fn render_overdue(html: &mut String, snapshot: &Snapshot) {
                         r#"<td><code>{id}</code>{closed}</td><td>{originator}</td>"#,
                         r#"<td><time datetime="{due}" title="due {due}">{by}</time></td></tr>"#,
                     ),
-                    id = escape(&overdue.episode.to_string()),
+                    id = if snapshot.ids_shown {
+                        escape(&overdue.episode.to_string())
+                    } else {
+                        "(admin token)".to_owned()
+                    },
                     originator = escape(overdue.originator.as_str()),
                     state = escape(overdue.state.as_str()),
                     closed = closed,
@@ -736,6 +779,7 @@ mod tests {
             flows: Ok(Vec::new()),
             dead_letters: Ok(Stage::ALL.iter().map(|stage| (*stage, 0)).collect()),
             overdue: Ok(Vec::new()),
+            ids_shown: true,
         }
     }
 
@@ -885,5 +929,15 @@ mod tests {
         assert_eq!(duration_text(12 * 60 + 5), "12 min");
         assert_eq!(duration_text(3 * 3_600 + 5 * 60), "3 h 5 min");
         assert_eq!(duration_text(2 * 86_400 + 4 * 3_600), "2 d 4 h");
+    }
+
+    #[test]
+    fn episode_ids_show_only_with_the_admin_token() {
+        let hidden = Snapshot { ids_shown: false, ..busy() };
+        let id = "00000000-0000-0000-0000-000000000000";
+        assert!(render_page(&busy()).contains(id));
+        assert!(!render_page(&hidden).contains(id), "the open page lists no episode id");
+        assert!(!to_json(&hidden).to_string().contains(id), "nor does its feed");
+        assert!(to_json(&hidden)["overdue_feedback"]["episodes"][0]["originator"] == "northvale-police");
     }
 }

@@ -75,13 +75,13 @@ pub fn retry(
     for letter in &report.retried {
         println!(
             "retried {} to {} {}",
-            name(letter),
-            show(&letter.original_exchange),
-            show(&letter.original_routing_key)
+            for_terminal(&name(letter)),
+            for_terminal(show(&letter.original_exchange)),
+            for_terminal(show(&letter.original_routing_key))
         );
     }
     for (letter, why) in &report.not_retried {
-        println!("not retried {}: {}", name(letter), describe(why));
+        println!("not retried {}: {}", for_terminal(&name(letter)), for_terminal(&describe(why)));
     }
     if let Some(text) = id
         && report.retried.is_empty()
@@ -138,6 +138,20 @@ pub(crate) fn name(letter: &DeadLetter) -> String {
     letter.id().map_or_else(|| format!("{}:(no message id)", letter.stage), |id| id.to_string())
 }
 
+/// `text` with every control character escaped (`\u{1b}`), so that a message id, routing key or reason that
+/// an AMQP sender chose cannot move the cursor, recolour or retitle the operator's terminal, or break a line.
+pub(crate) fn for_terminal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for character in text.chars() {
+        if character.is_control() {
+            out.extend(character.escape_default());
+        } else {
+            out.push(character);
+        }
+    }
+    out
+}
+
 fn show(text: &str) -> &str {
     if text.is_empty() { "-" } else { text }
 }
@@ -171,15 +185,18 @@ fn table(letters: &[DeadLetter]) -> String {
     let header = ["STAGE", "MESSAGE ID", "KIND", "ORIGINAL ROUTE", "COUNT", "DEAD-LETTERED", "REASON"];
     let mut rows: Vec<[String; 7]> = vec![header.map(str::to_owned)];
     for letter in letters {
-        rows.push([
-            letter.stage.to_string(),
-            letter.message_id.clone().unwrap_or_else(|| "-".to_owned()),
-            letter.kind.clone().unwrap_or_else(|| "-".to_owned()),
-            format!("{} {}", show(&letter.original_exchange), show(&letter.original_routing_key)),
-            letter.delivery_count.map_or_else(|| "-".to_owned(), |count| count.to_string()),
-            letter.dead_lettered_at.and_then(rfc3339).unwrap_or_else(|| "-".to_owned()),
-            letter.reason.clone(),
-        ]);
+        rows.push(
+            [
+                letter.stage.to_string(),
+                letter.message_id.clone().unwrap_or_else(|| "-".to_owned()),
+                letter.kind.clone().unwrap_or_else(|| "-".to_owned()),
+                format!("{} {}", show(&letter.original_exchange), show(&letter.original_routing_key)),
+                letter.delivery_count.map_or_else(|| "-".to_owned(), |count| count.to_string()),
+                letter.dead_lettered_at.and_then(rfc3339).unwrap_or_else(|| "-".to_owned()),
+                letter.reason.clone(),
+            ]
+            .map(|cell| for_terminal(&cell)),
+        );
     }
     let mut widths = [0; 7];
     for row in &rows {
@@ -241,5 +258,26 @@ mod tests {
         assert!(lines[1].contains("2023-11-14T22:13:20Z"), "{shown}");
         assert_eq!(to_json(&letter)["id"], "ingest:m-1");
         assert_eq!(table(&[]), "no dead letters\n");
+    }
+
+    #[test]
+    fn control_characters_in_a_dead_letter_are_shown_escaped() {
+        let letter = DeadLetter {
+            stage: Stage::Ingest,
+            message_id: Some("m-\u{1b}[2J\u{1b}]0;owned\u{7}".to_owned()),
+            reason: "refused\nFAKE LINE".to_owned(),
+            original_exchange: "concordat.ingest".to_owned(),
+            original_routing_key: "north\rvale".to_owned(),
+            delivery_count: None,
+            kind: None,
+            content_type: None,
+            body_bytes: 0,
+            dead_lettered_at: None,
+        };
+        let shown = table(std::slice::from_ref(&letter));
+        assert!(!shown.chars().any(|character| character.is_control() && character != '\n'), "{shown:?}");
+        assert_eq!(shown.lines().count(), 2, "{shown}");
+        assert!(shown.contains("m-\\u{1b}[2J\\u{1b}]0;owned\\u{7}"), "{shown}");
+        assert!(shown.contains("refused\\nFAKE LINE"), "{shown}");
     }
 }

@@ -165,6 +165,7 @@ async fn serve(
         bus: config.bus.clone(),
         topology: topology.clone(),
         policy,
+        hosts: config.admin_hosts.clone().into(),
     };
     let admin = listener::serve(admin, admin::router(readiness, Some(api)), shutdown.clone());
     let ingest = listener::serve(ingest, gateway.router(), shutdown.clone());

@@ -1,10 +1,11 @@
 //! Concordat's canonical crisis-episode event: the types every adapter produces and every recipient's view is
 //! cut from, the event-kind taxonomy, the common risk scale, the NHS number check, deterministic event ids,
-//! and validation against `schemas/crisis-event.v1.json`.
+//! strict JSON reading with an RFC 8785 canonical digest, and validation against `schemas/crisis-event.v1.json`.
 //!
 //! This crate is pure: it knows nothing of AMQP, SQL or HTTP, reads no clock and does no I/O.
 
 mod adapter;
+mod canonical;
 mod event;
 mod ids;
 mod kind;
@@ -15,6 +16,7 @@ mod time;
 pub use adapter::{
     IngestContext, IngestError, Ingested, InputLocation, InputProblem, RenderContext, RenderError, Rendered, derived_id,
 };
+pub use canonical::{DUPLICATE_KEY, canonical_digest, canonical_json, json_payload_digest, read_json};
 pub use event::{
     AmbulanceNotUsedReason, CONTENT_TYPE, Coding, Consent, ConsentStatus, Conveyance, ConveyanceMode, CrisisEvent,
     Details, Disposition, EPISODE_SYSTEM, EpisodeLink, Gender, GridRef, GridRefError, Identifier, LegalStatus,

@@ -152,6 +152,9 @@ pub fn json_error_category(error: &serde_json::Error) -> &'static str {
     match error.classify() {
         serde_json::error::Category::Io => "I/O error",
         serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data if error.to_string().starts_with(crate::DUPLICATE_KEY) => {
+            crate::DUPLICATE_KEY
+        }
         serde_json::error::Category::Data => "unexpected data",
         serde_json::error::Category::Eof => "unexpected end of input",
     }

@@ -186,6 +186,7 @@ async fn handle(gateway: &Gateway, message: IncomingMessage) -> Outcome {
         payload: message.body(),
         received_at,
         traceparent,
+        max_events: gateway.inner.max_events,
     };
     // The consumer handles one message at a time (within its prefetch), so translating inline blocks no
     // other message of this queue.
@@ -195,7 +196,7 @@ async fn handle(gateway: &Gateway, message: IncomingMessage) -> Outcome {
             Err(refusal) => {
                 let reason = match &refusal {
                     Refusal::Ingest(error) => format!("{} refused the payload: {error}", party.format),
-                    Refusal::InvalidEvent { .. } => refusal.to_string(),
+                    Refusal::InvalidEvent { .. } | Refusal::TooManyEvents { .. } => refusal.to_string(),
                 };
                 warn!(%agency, message_id = message.message_id(), reason, "Ingest message dead-lettered.");
                 return Outcome::DeadLetter { reason };

@@ -4,7 +4,8 @@
 //! Tokens are never stored: the configuration holds their SHA-256 digests, and a presented token is hashed
 //! and compared with every digest in constant time, so neither the comparison's duration nor its order says
 //! how much of a digest matched or which agency's it was. This module decides who is calling; what the
-//! caller may do (its own path only) is [`crate::http`]'s rule.
+//! caller may do (its own path only) is [`crate::http`]'s rule. The admin listener reads its bearer token
+//! with the same parser ([`bearer_token`]) and compares it with [`secret_matches`].
 
 use std::fmt;
 
@@ -14,7 +15,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 /// Why an `Authorization` header carries no usable bearer token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum BearerError {
+pub enum BearerError {
     /// No `Authorization` header.
     #[error("the request has no Authorization header; send `Authorization: Bearer <token>`")]
     Missing,
@@ -29,7 +30,7 @@ pub(crate) enum BearerError {
 /// # Errors
 /// [`BearerError::Missing`] for `None`, [`BearerError::Malformed`] for any other scheme, an empty token, or a
 /// token with characters outside `b64token`.
-pub(crate) fn bearer_token(header: Option<&[u8]>) -> Result<&[u8], BearerError> {
+pub fn bearer_token(header: Option<&[u8]>) -> Result<&[u8], BearerError> {
     let header = header.ok_or(BearerError::Missing)?;
     let scheme = b"bearer ";
     let (prefix, rest) = header.split_at_checked(scheme.len()).ok_or(BearerError::Malformed)?;
@@ -45,6 +46,15 @@ pub(crate) fn bearer_token(header: Option<&[u8]>) -> Result<&[u8], BearerError> 
         return Err(BearerError::Malformed);
     }
     Ok(token)
+}
+
+/// Whether a presented secret equals the expected one, in time that depends on neither where they first
+/// differ nor their lengths: both are hashed with SHA-256 and the digests compared in constant time. For a
+/// secret held in plain form, such as the admin token.
+pub fn secret_matches(presented: &[u8], expected: &[u8]) -> bool {
+    let presented: [u8; 32] = Sha256::digest(presented).into();
+    let expected: [u8; 32] = Sha256::digest(expected).into();
+    bool::from(presented.ct_eq(&expected))
 }
 
 /// The digests of every agency's accepted tokens.
@@ -97,6 +107,14 @@ impl TokenTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(secret_matches(b"admin-token", b"admin-token"));
+        assert!(!secret_matches(b"admin-token", b"admin-tokem"));
+        assert!(!secret_matches(b"admin-token", b"admin-token-longer"));
+        assert!(!secret_matches(b"", b"admin-token"));
+    }
 
     #[test]
     fn bearer_tokens_are_read_from_the_header() {

@@ -18,6 +18,7 @@ use serde::Deserialize;
 /// ```toml
 /// [gateway]
 /// body_limit_bytes = 1048576
+/// max_events_per_payload = 1000
 /// request_timeout_ms = 10000
 /// rate_limit_per_minute = 600
 /// rate_limit_burst = 60
@@ -38,6 +39,13 @@ pub struct GatewayConfig {
     /// FHIR Bundle of a few hundred resources or a day's CSV export of a busy helpline.
     #[serde(default = "default_body_limit_bytes")]
     pub body_limit_bytes: usize,
+
+    /// The most canonical events one payload may yield, over HTTP or AMQP; a payload that yields more is
+    /// refused whole (`413`, or a dead letter) and nothing of it is queued. Every event costs a decision and
+    /// an audit record per agency, which are kept for good, so one token must not be able to grow them
+    /// without bound. Default 1000: a day's export of a busy service; split bigger ones.
+    #[serde(default = "default_max_events_per_payload")]
+    pub max_events_per_payload: usize,
 
     /// How long one request may take, from the first byte of its body to RabbitMQ's confirm, in
     /// milliseconds. Past it the caller gets `503` with `Retry-After` and should resubmit: event ids are
@@ -102,6 +110,10 @@ fn default_body_limit_bytes() -> usize {
     1024 * 1024
 }
 
+fn default_max_events_per_payload() -> usize {
+    1000
+}
+
 fn default_request_timeout_ms() -> u64 {
     10_000
 }
@@ -119,6 +131,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             body_limit_bytes: default_body_limit_bytes(),
+            max_events_per_payload: default_max_events_per_payload(),
             request_timeout_ms: default_request_timeout_ms(),
             rate_limit_per_minute: default_rate_limit_per_minute(),
             rate_limit_burst: default_rate_limit_burst(),

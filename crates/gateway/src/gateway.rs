@@ -60,6 +60,9 @@ pub enum GatewayError {
     /// `body_limit_bytes` is zero.
     #[error("gateway.body_limit_bytes must be at least 1")]
     ZeroBodyLimit,
+    /// `max_events_per_payload` is zero.
+    #[error("gateway.max_events_per_payload must be at least 1")]
+    ZeroEventCap,
     /// `request_timeout_ms` is zero.
     #[error("gateway.request_timeout_ms must be at least 1")]
     ZeroRequestTimeout,
@@ -74,6 +77,7 @@ pub(crate) struct Party {
 
 pub(crate) struct Inner {
     pub(crate) body_limit_bytes: usize,
+    pub(crate) max_events: usize,
     pub(crate) request_timeout: Duration,
     /// Every agency of the policy: HTTP callers are the ones with a token, AMQP senders may be any.
     pub(crate) parties: BTreeMap<AgencyId, Party>,
@@ -136,6 +140,7 @@ impl Gateway {
         Ok(Self {
             inner: Arc::new(Inner {
                 body_limit_bytes: config.body_limit_bytes,
+                max_events: config.max_events_per_payload,
                 request_timeout: Duration::from_millis(config.request_timeout_ms),
                 parties,
                 tokens,
@@ -211,6 +216,9 @@ fn rate_limits(config: &GatewayConfig) -> Result<RateLimits, GatewayError> {
 fn access(config: &GatewayConfig, policy: &Policy) -> Result<(BTreeMap<AgencyId, Party>, TokenTable), GatewayError> {
     if config.body_limit_bytes == 0 {
         return Err(GatewayError::ZeroBodyLimit);
+    }
+    if config.max_events_per_payload == 0 {
+        return Err(GatewayError::ZeroEventCap);
     }
     if config.request_timeout_ms == 0 {
         return Err(GatewayError::ZeroRequestTimeout);

@@ -273,6 +273,7 @@ async fn ingest(
             payload: &payload,
             received_at,
             traceparent,
+            max_events: work.inner.max_events,
         };
         translate(&submission, &work.inner.adapters, &events_exchange)
     })
@@ -281,6 +282,7 @@ async fn ingest(
     .map_err(|refusal| match refusal {
         Refusal::Ingest(error) => Problem::from_ingest(error, party.format.as_str()),
         bug @ Refusal::InvalidEvent { .. } => Problem::internal(ProblemKind::Internal, bug.to_string()),
+        over @ Refusal::TooManyEvents { .. } => Problem::new(ProblemKind::TooManyEvents, over.to_string()),
     })?;
 
     let _spans = translated.trace(&Span::current(), &caller);

@@ -36,6 +36,8 @@ pub struct Submission<'a> {
     pub received_at: Timestamp,
     /// The trace the messages continue.
     pub traceparent: TraceParent,
+    /// The most events the payload may yield (`[gateway] max_events_per_payload`).
+    pub max_events: usize,
 }
 
 /// Why a submission yields no messages.
@@ -54,6 +56,14 @@ pub enum Refusal {
         format: Format,
         /// The schema violations.
         reason: String,
+    },
+    /// The payload yields more events than the configured cap; none of them is queued.
+    #[error("the payload yields {events} events, more than the {limit} one payload may hold; split it")]
+    TooManyEvents {
+        /// How many it yields.
+        events: usize,
+        /// The cap.
+        limit: usize,
     },
 }
 
@@ -108,7 +118,7 @@ impl Translated {
 ///
 /// # Errors
 /// [`Refusal::Ingest`] when the media type is not one the format reads or the adapter refuses the payload;
-/// [`Refusal::InvalidEvent`] when an event fails validation.
+/// [`Refusal::InvalidEvent`] when an event fails validation; [`Refusal::TooManyEvents`] over the cap.
 pub fn translate(
     submission: &Submission<'_>,
     adapters: &AdapterConfigs,
@@ -131,6 +141,11 @@ pub fn translate(
     };
     let ingested = submission.format.ingest(submission.payload, &cx, adapters)?;
     let events = ingested.events;
+    // Refused before validation and publishing: decisions and audit records are never purged, so each
+    // payload's share of them is bounded.
+    if events.len() > submission.max_events {
+        return Err(Refusal::TooManyEvents { events: events.len(), limit: submission.max_events });
+    }
     let mut translated =
         Translated { event_ids: Vec::with_capacity(events.len()), messages: Vec::new(), warnings: ingested.warnings };
     for event in &events {
@@ -202,6 +217,7 @@ mod tests {
             payload,
             received_at: Timestamp::parse("2026-03-21T12:00:00Z").unwrap(),
             traceparent: TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap(),
+            max_events: 1000,
         }
     }
 
@@ -315,5 +331,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_payload_over_the_event_cap_is_refused_whole() {
+        let agency = AgencyId::new("safe-haven").unwrap();
+        let mut csv = String::from("contact_id,service,contact_date,contact_time,consent_status,risk\n");
+        for row in 0..5000 {
+            csv.push_str(&format!("SH-{row},safe_haven,2026-03-01,21:40,not_sought,low\n"));
+        }
+        let over = submission(&agency, Format::Vcs, "text/csv", csv.as_bytes());
+        assert_eq!(
+            translate(&over, &AdapterConfigs::default(), EXCHANGE),
+            Err(Refusal::TooManyEvents { events: 5000, limit: 1000 })
+        );
+        let raised = Submission { max_events: 5000, ..over };
+        assert_eq!(translate(&raised, &AdapterConfigs::default(), EXCHANGE).unwrap().messages.len(), 5000);
     }
 }

@@ -61,6 +61,7 @@ mod problem;
 mod rate;
 
 pub use amqp::{AmqpIngestConfig, CONNECTION_NAME, IdentityRefusal, check_sender, consume_amqp_ingest};
+pub use auth::{BearerError, bearer_token, secret_matches};
 pub use config::{AgencyAccess, GatewayConfig};
 pub use gateway::{Gateway, GatewayError};
 pub use http::EVENTS_ROUTE;

@@ -43,6 +43,8 @@ pub enum ProblemKind {
     PayloadTooLarge,
     /// The agency is over its `rate_limit_per_minute`; nothing was accepted (429).
     TooManyRequests,
+    /// The payload yields more events than `max_events_per_payload` (413).
+    TooManyEvents,
     /// The agency's adapter does not read this media type (415).
     UnsupportedMediaType,
     /// The body does not parse as the format, or could not be read (400).
@@ -65,7 +67,7 @@ impl ProblemKind {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::UnknownAgency | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge | Self::TooManyEvents => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MalformedPayload => StatusCode::BAD_REQUEST,
@@ -85,6 +87,7 @@ impl ProblemKind {
             Self::MethodNotAllowed => "method-not-allowed",
             Self::PayloadTooLarge => "payload-too-large",
             Self::TooManyRequests => "too-many-requests",
+            Self::TooManyEvents => "too-many-events",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::MalformedPayload => "malformed-payload",
             Self::InvalidPayload => "invalid-payload",
@@ -109,6 +112,7 @@ impl ProblemKind {
             Self::MethodNotAllowed => "Method not allowed",
             Self::PayloadTooLarge => "Payload too large",
             Self::TooManyRequests => "Too many requests",
+            Self::TooManyEvents => "Too many events in one payload",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::MalformedPayload => "Malformed payload",
             Self::InvalidPayload => "Invalid payload",
@@ -125,7 +129,7 @@ impl ProblemKind {
             Self::Forbidden => "forbidden",
             Self::UnknownAgency | Self::NotFound => "not-found",
             Self::MethodNotAllowed | Self::UnsupportedMediaType => "not-supported",
-            Self::PayloadTooLarge => "too-costly",
+            Self::PayloadTooLarge | Self::TooManyEvents => "too-costly",
             Self::TooManyRequests => "throttled",
             Self::MalformedPayload => "structure",
             Self::InvalidPayload => "invalid",

@@ -23,8 +23,8 @@ use concordat_episode::{
 };
 use concordat_policy::{Decision, Policy, Relation, Verdict};
 use concordat_store::{
-    CloseReason, DecisionId, DeliveryId, NewDelivery, NewEpisode, PendingDelivery, Store, StoreError, SubjectKey,
-    SubjectKeyer, Tx,
+    AuditRecord, CloseReason, DecisionId, DeliveryId, NewDelivery, NewEpisode, PendingDelivery, Store, StoreError,
+    SubjectKey, SubjectKeyer, Tx,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info, info_span, warn};
@@ -122,6 +122,19 @@ impl Router {
     /// its deliveries to the relay.
     fn committed(&self, written: Written, marks: Option<TakenMarks>) {
         count_decisions(&written.verdicts);
+        // Decisions and audit records are never purged, so their growth per sender is what to watch.
+        for (source, decisions, audit) in &written.stored {
+            let count = |record: &'static str, n: usize| {
+                let labels = [("agency", source.as_str()), ("record", record)];
+                concordat_telemetry::add(
+                    "concordat_records_stored_total",
+                    &labels,
+                    u64::try_from(n).unwrap_or(u64::MAX),
+                );
+            };
+            count("decision", *decisions);
+            count("audit", *audit);
+        }
         if let Some(marks) = marks {
             marks.committed();
         }
@@ -297,9 +310,13 @@ impl Router {
         traceparent: &TraceParent,
         written: &mut Written,
     ) -> Result<Routed, RouteError> {
+        let audit_before = tx.audit_pending();
         let key = event.subject.nhs_number.as_ref().map(|number| self.keyer.key(number));
         let refs = correlating_refs(&event);
         let mut found = tx.find_episode_by_refs(&refs).await?;
+        // Ids and refs are not secrets: the event joins an episode it names only when its source has a right
+        // to it; otherwise they are struck from the event, which then correlates as if it had never named them.
+        self.strike_unearned(tx, &mut event, &mut found, key.as_ref(), now).await?;
         let by_refs: Vec<EpisodeId> = found.iter().map(|episode| episode.id).collect();
         let by_subject = match &key {
             Some(key) if by_refs.is_empty() && event.episode.episode_id.is_none() => {
@@ -374,7 +391,85 @@ impl Router {
             };
             (decision.recipient.clone(), reason)
         }));
+        let audit = tx.audit_pending().saturating_sub(audit_before);
+        written.stored.push((event.source.agency.clone(), plan.decisions.len(), audit));
         Ok(Routed::Done { episode, decisions: plan.decisions.len(), deliveries: plan.deliveries.len() })
+    }
+
+    /// Strikes from `event` the episode id and refs that name an episode its source has no right to
+    /// ([`Tx::may_join`]), or that it names by a ref of its own namespace, and drops those episodes from
+    /// `found`. A stated episode id that names no
+    /// episode at all is struck too. Each refusal is audited (`join_refused`, by ids and agency), counted
+    /// in `concordat_joins_refused_total` and logged by ids, never by what the event holds.
+    async fn strike_unearned(
+        &self,
+        tx: &mut Tx,
+        event: &mut CrisisEvent,
+        found: &mut Vec<concordat_store::Episode>,
+        key: Option<&SubjectKey>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut refused: Vec<EpisodeId> = Vec::new();
+        for episode in found.iter() {
+            if !tx.may_join(episode.id, &event.source.agency, key).await? {
+                refused.push(episode.id);
+            }
+        }
+        if !refused.is_empty() {
+            // A ref in the source's own namespace (`urn:concordat:police-incident:{agency}` and the like) is its
+            // own record: the episode that holds it is the source's to join.
+            let suffix = format!(":{}", event.source.agency);
+            let own: Vec<Identifier> = event
+                .episode
+                .refs
+                .iter()
+                .filter(|identifier| identifier.system.as_str().ends_with(&suffix))
+                .cloned()
+                .collect();
+            if !own.is_empty() {
+                let owned = tx.find_episode_by_refs(&own).await?;
+                refused.retain(|id| !owned.iter().any(|episode| episode.id == *id));
+            }
+        }
+        if let Some(stated) = event.episode.episode_id
+            && !found.iter().any(|episode| episode.id == stated)
+            && !refused.contains(&stated)
+        {
+            refused.push(stated);
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        found.retain(|episode| !refused.contains(&episode.id));
+        if event.episode.episode_id.is_some_and(|stated| refused.contains(&stated)) {
+            event.episode.episode_id = None;
+        }
+        let mut kept = Vec::with_capacity(event.episode.refs.len());
+        for identifier in std::mem::take(&mut event.episode.refs) {
+            let owners = tx.find_episode_by_refs(std::slice::from_ref(&identifier)).await?;
+            let own_episode = identifier.system.as_str() == EPISODE_SYSTEM
+                && refused.iter().any(|id| id.to_string() == identifier.value.as_str());
+            if !own_episode && !owners.iter().any(|owner| refused.contains(&owner.id)) {
+                kept.push(identifier);
+            }
+        }
+        event.episode.refs = kept;
+        for episode in refused {
+            let record = AuditRecord::JoinRefused {
+                event_id: event.event_id,
+                episode_id: episode,
+                source: event.source.agency.clone(),
+            };
+            tx.append_audit(now, record);
+            concordat_telemetry::inc("concordat_joins_refused_total", &[("agency", event.source.agency.as_str())]);
+            warn!(
+                message = "Event named an episode its source has no right to; handled as if it had not.",
+                event_id = %event.event_id,
+                episode_id = %episode,
+                agency = %event.source.agency,
+            );
+        }
+        Ok(())
     }
 
     /// Opens an episode for `event` and records the event in it: the episode, its refs and its members
@@ -545,6 +640,8 @@ type Counted = (AgencyId, Option<&'static str>);
 struct Written {
     verdicts: Vec<Counted>,
     deliveries: Vec<PendingDelivery>,
+    /// Per routed event: its source, its decisions and the audit records it queued.
+    stored: Vec<(AgencyId, usize, usize)>,
 }
 
 fn count_decisions(verdicts: &[Counted]) {

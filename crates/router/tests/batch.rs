@@ -70,6 +70,8 @@ async fn one_batch_one_commit_with_each_event_seeing_those_before_it() {
     ambiguous.event_id = EventId(Uuid::new_v4());
     ambiguous.episode.refs = vec![incident("NVP-BATCH-1"), incident("NVP-BATCH-2")];
     ambiguous.subject.nhs_number = None;
+    // From the force that opened both, so it has a right to each (a stranger's refs would be struck instead).
+    ambiguous.source.agency = concordat_episode::AgencyId::new("northvale-police").unwrap();
     // The trust's outcome against the first incident, in the same batch that opened its episode.
     let mut outcome = example("nhs-assessment-outcome");
     outcome.episode.episode_id = None;

@@ -62,6 +62,17 @@ pub enum AuditRecord {
         /// The event that opened it.
         event_id: EventId,
     },
+    /// An event stated an episode's id or one of its refs, but its source had no right to the episode
+    /// (neither taking part, nor sent anything from it, nor sending about its person): the event was
+    /// handled as if it had not stated them.
+    JoinRefused {
+        /// The event.
+        event_id: EventId,
+        /// The episode it named.
+        episode_id: EpisodeId,
+        /// Its source agency.
+        source: AgencyId,
+    },
     /// An agency joined an episode in a relation.
     MemberAdded {
         /// The episode.
@@ -174,6 +185,7 @@ impl AuditRecord {
             Self::EventRecorded { .. } => "event_recorded",
             Self::EventHeld { .. } => "event_held",
             Self::EpisodeOpened { .. } => "episode_opened",
+            Self::JoinRefused { .. } => "join_refused",
             Self::MemberAdded { .. } => "member_added",
             Self::EpisodeClosed { .. } => "episode_closed",
             Self::Decision { .. } => "decision",

@@ -30,7 +30,7 @@ use crate::error::{Conflict, Missing, StoreError};
 use crate::flush::{Arg, Statement};
 use crate::model::{
     Backend, CloseReason, Decision, DeliveryMeta, Episode, EpisodeState, EventMeta, Member, NewDelivery, NewEpisode,
-    PendingDelivery, Relation, micros,
+    PendingDelivery, Relation, Verdict, micros,
 };
 use crate::rows::{self, Cols};
 use crate::subject::SubjectKey;
@@ -639,6 +639,64 @@ impl Tx {
         }))
     }
 
+    /// Whether `agency` has a right to `episode`, so that an event it sends may join the episode by stating
+    /// the episode's id or one of its refs: it takes part in the episode (any relation), it was sent
+    /// something from it (a permitting decision for it there, in this transaction or before), or the
+    /// event's person is the episode's (`key`, the subject key of the event's NHS number, is held by it).
+    /// Episode ids and refs are not secrets, so knowing one gives no right.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn may_join(
+        &mut self,
+        episode: EpisodeId,
+        agency: &AgencyId,
+        key: Option<&SubjectKey>,
+    ) -> Result<bool, StoreError> {
+        let (members, _) = self.members_and_refs(episode).await?;
+        if members.iter().any(|member| &member.agency == agency) {
+            return Ok(true);
+        }
+        let sent_here = |decision: &Decision| {
+            decision.episode_id == Some(episode) && &decision.recipient == agency && decision.verdict == Verdict::Permit
+        };
+        if self.deferred.decisions.iter().any(sent_here) {
+            return Ok(true);
+        }
+        if let Some(key) = key {
+            let known =
+                self.ahead.as_ref().and_then(|ahead| ahead.holding(key)).map(|holders| holders.contains(&episode));
+            let deferred = self.deferred.keys.iter().any(|(id, bytes, _)| *id == episode.0 && bytes == key.as_bytes());
+            match known {
+                Some(true) => return Ok(true),
+                _ if deferred => return Ok(true),
+                Some(false) => {}
+                None => {
+                    let sql = "SELECT 1 AS held FROM subject_keys WHERE episode_id = $1 AND subject_key = $2";
+                    let bytes = key.as_bytes().to_vec();
+                    let held = on!(self, |c| sqlx::query(sql)
+                        .bind(episode.0)
+                        .bind(bytes)
+                        .fetch_optional(&mut **c)
+                        .await?
+                        .is_some());
+                    if held {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        let sql = "SELECT 1 AS sent FROM decisions WHERE episode_id = $1 AND recipient = $2 AND verdict = 'permit' \
+                   LIMIT 1";
+        let sent = on!(self, |c| sqlx::query(sql)
+            .bind(episode.0)
+            .bind(agency.as_str())
+            .fetch_optional(&mut **c)
+            .await?
+            .is_some());
+        Ok(sent)
+    }
+
     /// The episode's members (as [`Self::members`] gives them) and its refs (as [`Self::episode_refs`]
     /// gives them), read in one statement.
     ///
@@ -1122,6 +1180,11 @@ impl Tx {
     /// members, events, decisions, deliveries). It is appended to the chain at commit.
     pub fn append_audit(&mut self, at: DateTime<Utc>, record: AuditRecord) {
         self.audit.push((micros(at), record));
+    }
+
+    /// How many audit records this transaction will append at commit, so far.
+    pub fn audit_pending(&self) -> usize {
+        self.audit.len()
     }
 
     /// Closes an open episode; returns false when it was already closed. Audited as `episode_closed`.

@@ -55,6 +55,17 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Records purged when their retention period ended, by kind of record (dead letters included).",
     ),
+    (
+        "concordat_joins_refused_total",
+        Kind::Counter,
+        "Events that named an episode their source had no right to, handled as if they had not, by source agency.",
+    ),
+    (
+        "concordat_records_stored_total",
+        Kind::Counter,
+        "Decisions and audit records committed by the router (kept for good), by the source agency of the event \
+         that caused them and by record (decision, audit).",
+    ),
     ("concordat_router_batch_seconds", Kind::Histogram, "Time to route and commit one batch of events in the store."),
     (
         "concordat_delivery_seconds",
