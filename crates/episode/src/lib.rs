@@ -10,6 +10,7 @@ mod event;
 mod ids;
 mod kind;
 mod nhs_number;
+mod plausible;
 mod schema;
 mod time;
 
@@ -27,6 +28,7 @@ pub use event::{
 pub use ids::{AgencyId, EVENT_ID_NAMESPACE, EpisodeId, EventId, IdError, NonEmptyString, PostcodeDistrict, Sha256Hex};
 pub use kind::{AgencyKind, EventKind, Phase, RiskLevel, UnknownEventKind, UnknownRiskLevel};
 pub use nhs_number::{NhsNumber, NhsNumberError};
+pub use plausible::{EARLIEST_EVENT, FUTURE_SKEW, check_times};
 pub use schema::{
     CRISIS_EVENT_SCHEMA, EventError, Violation, event_from_value, json_error_category, parse_event, to_validated_json,
     validate,

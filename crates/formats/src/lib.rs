@@ -57,16 +57,20 @@ impl Format {
     }
 
     /// Translates a native payload into canonical events with this format's adapter, with what the adapter
-    /// left out of them (only the NHS adapter reads messages that may carry entries with no event).
+    /// left out of them (only the NHS adapter reads messages that may carry entries with no event), and checks
+    /// every event's times: implausible ones are refused, a record made before its event is flagged.
     ///
     /// # Errors
-    /// The adapter's [`IngestError`].
+    /// The adapter's [`IngestError`], or [`IngestError::Invalid`] for implausible times.
     pub fn ingest(self, payload: &[u8], cx: &IngestContext, config: &AdapterConfigs) -> Result<Ingested, IngestError> {
-        match self {
+        let mut ingested = match self {
             Self::NhsFhir => concordat_nhs_fhir::ingest(payload, cx, &config.nhs_fhir),
             Self::Police => concordat_police::ingest(payload, cx, &config.police).map(Ingested::events),
             Self::Vcs => concordat_vcs::ingest(payload, cx, &config.vcs).map(Ingested::events),
-        }
+        }?;
+        // One set of rules for every format's times (`concordat_episode::check_times`).
+        concordat_episode::check_times(&mut ingested, cx.received_at)?;
+        Ok(ingested)
     }
 
     /// Renders a recipient's view in this format.

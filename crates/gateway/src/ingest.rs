@@ -215,7 +215,9 @@ mod tests {
             format,
             content_type,
             payload,
-            received_at: Timestamp::parse("2026-03-21T12:00:00Z").unwrap(),
+            // After every published example, some of which are dated in the summer: an event more than a day
+            // after its receipt is refused (`check_times`).
+            received_at: Timestamp::parse("2027-01-01T12:00:00Z").unwrap(),
             traceparent: TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap(),
             max_events: 1000,
         }

@@ -56,6 +56,13 @@ fn the_sample_configuration_uses_only_known_sections() {
         "feedback_due_hours",
         "episode_quiet_hours",
         "retention",
+        "amqp_ca_file",
+        "management_url",
+        "admin_hosts",
+        "tls_cert",
+        "tls_key",
+        "listeners",
+        "delivery",
     ];
     let figment = Figment::from(Toml::file_exact(common::root().join("deploy/local/concordat.toml")));
     let value: figment::value::Dict = figment.extract().expect("concordat.toml is TOML");
