@@ -24,7 +24,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, Span, info, info_span, warn};
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Party};
 use crate::ingest::{Refusal, Submission, translate};
 
 /// The connection name the ingest consumer shows in RabbitMQ.
@@ -139,40 +139,50 @@ pub async fn consume_amqp_ingest(
     .await
 }
 
-/// What becomes of one message from `concordat.ingest`.
-async fn handle(gateway: &Gateway, message: IncomingMessage) -> Outcome {
+/// The envelope's checks, before the payload is read: the sender (routing key and validated `user_id`), the
+/// media type and the size. Returns the agency, its party and the media type, or the dead letter to send.
+fn admit(gateway: &Gateway, message: &IncomingMessage) -> Result<(AgencyId, Party, String), Outcome> {
     let routing_key = message.routing_key().to_owned();
     let Some((agency, party)) = AgencyId::new(routing_key.as_str())
         .ok()
         .and_then(|agency| gateway.inner.parties.get(&agency).map(|party| (agency, *party)))
     else {
         warn!(routing_key, message_id = message.message_id(), "Ingest message from no known agency dead-lettered.");
-        return Outcome::DeadLetter {
+        return Err(Outcome::DeadLetter {
             reason: "the routing key names no agency of the sharing policy; publish with your agency id".to_owned(),
-        };
+        });
     };
     if let Err(refusal) = check_sender(&gateway.inner.amqp, agency.as_str(), message.user_id()) {
         warn!(%agency, user_id = message.user_id(), message_id = message.message_id(), "Ingest message from another user dead-lettered.");
-        return Outcome::DeadLetter { reason: refusal.to_string() };
+        return Err(Outcome::DeadLetter { reason: refusal.to_string() });
     }
     let Some(content_type) = message.content_type().map(str::to_owned) else {
         warn!(%agency, message_id = message.message_id(), "Ingest message without content type dead-lettered.");
         let accepted = party.format.content_types().join(", ");
-        return Outcome::DeadLetter {
+        return Err(Outcome::DeadLetter {
             reason: format!("the message has no content_type property; the {} format reads {accepted}", party.format),
-        };
+        });
     };
     // The same limit as over HTTP, so that an agency's payload is accepted or refused alike on either path.
     if message.body().len() > gateway.inner.body_limit_bytes {
         warn!(%agency, message_id = message.message_id(), size = message.body().len(), "Oversize ingest message dead-lettered.");
-        return Outcome::DeadLetter {
+        return Err(Outcome::DeadLetter {
             reason: format!(
                 "the payload is {} bytes, over the gateway's limit of {} bytes",
                 message.body().len(),
                 gateway.inner.body_limit_bytes
             ),
-        };
+        });
     }
+    Ok((agency, party, content_type))
+}
+
+/// What becomes of one message from `concordat.ingest`.
+async fn handle(gateway: &Gateway, message: IncomingMessage) -> Outcome {
+    let (agency, party, content_type) = match admit(gateway, &message) {
+        Ok(admitted) => admitted,
+        Err(outcome) => return outcome,
+    };
     let traceparent = match message.traceparent() {
         Some(Ok(parent)) => parent.child(),
         Some(Err(_)) | None => TraceParent::new_root(),

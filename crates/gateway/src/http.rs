@@ -40,7 +40,7 @@ use tower_http::trace::TraceLayer;
 use tracing::{Span, error, info, info_span, warn};
 
 use crate::auth::{BearerError, bearer_token};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Party};
 use crate::ingest::{Refusal, Submission, translate};
 use crate::listener::ClientCertificate;
 use crate::problem::{Problem, ProblemKind, Representation};
@@ -226,6 +226,23 @@ impl<S: Send + Sync> FromRequest<S> for NativePayload {
     }
 }
 
+/// The caller's party, when the path is its own agency's: a credential is good for its own path only.
+#[allow(clippy::result_large_err, reason = "the handler's own error, built once per refused request")]
+fn party_on_path(gateway: &Gateway, caller: &AgencyId, credential: Credential, path: &str) -> Result<Party, Problem> {
+    if path != caller.as_str() {
+        let known = AgencyId::new(path).is_ok_and(|agency| gateway.inner.parties.contains_key(&agency));
+        return Err(if known {
+            Problem::new(ProblemKind::Forbidden, format!("the {} is not valid for this agency", credential.noun()))
+        } else {
+            Problem::new(ProblemKind::UnknownAgency, "the sharing policy lists no such agency")
+        });
+    }
+    // Every credential holder is an agency of the policy (checked when the gateway was built).
+    gateway.inner.parties.get(caller).copied().ok_or_else(|| {
+        Problem::internal(ProblemKind::Internal, format!("credential holder `{caller}` is not in the policy"))
+    })
+}
+
 /// `POST /v1/agencies/{agency}/events`.
 async fn ingest(
     State(gateway): State<Gateway>,
@@ -236,18 +253,7 @@ async fn ingest(
 ) -> Result<(StatusCode, Json<Accepted>), Problem> {
     let started = Instant::now();
     Span::current().record("agency", caller.as_str());
-    if path != caller.as_str() {
-        let known = AgencyId::new(path.as_str()).is_ok_and(|agency| gateway.inner.parties.contains_key(&agency));
-        return Err(if known {
-            Problem::new(ProblemKind::Forbidden, format!("the {} is not valid for this agency", credential.noun()))
-        } else {
-            Problem::new(ProblemKind::UnknownAgency, "the sharing policy lists no such agency")
-        });
-    }
-    // Every token holder is an agency of the policy (checked when the gateway was built).
-    let Some(&party) = gateway.inner.parties.get(&caller) else {
-        return Err(Problem::internal(ProblemKind::Internal, format!("token holder `{caller}` is not in the policy")));
-    };
+    let party = party_on_path(&gateway, &caller, credential, &path)?;
     let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).map(str::to_owned) else {
         let expected = party.format.content_types().iter().map(|&name| name.to_owned()).collect();
         let error = IngestError::UnsupportedContentType { content_type: "(none)".to_owned(), expected };
