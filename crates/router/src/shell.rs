@@ -373,26 +373,8 @@ impl Router {
             return Err(RouteError::Render { recipient: failure.recipient.clone(), reason: failure.error.to_string() });
         }
         let deliveries = self.write(tx, &plan, episode, now, traceparent).await?;
-        // Each row as the relay would read it back: with when the gateway received the event it delivers.
-        let received = |id: EventId| {
-            std::iter::once(&event)
-                .chain(&plan.derived)
-                .find(|known| known.event_id == id)
-                .map(|known| known.provenance.received_at.to_utc())
-        };
-        written.deliveries.extend(deliveries.into_iter().map(|delivery| {
-            let received_at = received(delivery.event_id);
-            PendingDelivery::enqueued(delivery, received_at)
-        }));
-        written.verdicts.extend(plan.decisions.iter().map(|decision| {
-            let reason = match decision.verdict {
-                Verdict::Permit => None,
-                Verdict::Deny(reason) => Some(reason.as_str()),
-            };
-            (decision.recipient.clone(), reason)
-        }));
         let audit = tx.audit_pending().saturating_sub(audit_before);
-        written.stored.push((event.source.agency.clone(), plan.decisions.len(), audit));
+        written.add(&event, &plan, deliveries, audit);
         Ok(Routed::Done { episode, decisions: plan.decisions.len(), deliveries: plan.deliveries.len() })
     }
 
@@ -642,6 +624,31 @@ struct Written {
     deliveries: Vec<PendingDelivery>,
     /// Per routed event: its source, its decisions and the audit records it queued.
     stored: Vec<(AgencyId, usize, usize)>,
+}
+
+impl Written {
+    /// Adds what routing `event` wrote: its deliveries, its verdicts and its count of stored records.
+    fn add(&mut self, event: &CrisisEvent, plan: &Plan, deliveries: Vec<NewDelivery>, audit: usize) {
+        // Each row as the relay would read it back: with when the gateway received the event it delivers.
+        let received = |id: EventId| {
+            std::iter::once(event)
+                .chain(&plan.derived)
+                .find(|known| known.event_id == id)
+                .map(|known| known.provenance.received_at.to_utc())
+        };
+        self.deliveries.extend(deliveries.into_iter().map(|delivery| {
+            let received_at = received(delivery.event_id);
+            PendingDelivery::enqueued(delivery, received_at)
+        }));
+        self.verdicts.extend(plan.decisions.iter().map(|decision| {
+            let reason = match decision.verdict {
+                Verdict::Permit => None,
+                Verdict::Deny(reason) => Some(reason.as_str()),
+            };
+            (decision.recipient.clone(), reason)
+        }));
+        self.stored.push((event.source.agency.clone(), plan.decisions.len(), audit));
+    }
 }
 
 fn count_decisions(verdicts: &[Counted]) {
